@@ -1,0 +1,15 @@
+//! Sightline: a streaming STIX 2.1 threat-intelligence matcher.
+//!
+//! Indicators carry STIX patterns; log events become observations; every
+//! observation set that satisfies a pattern is a sighting. The modules
+//! follow that flow:
+//!
+//! - [`pattern`]: the pattern language (parse, validate, print);
+//! - [`eval`]: the reference interpreter, the oracle for correctness;
+//! - [`stix`]: STIX data types (timestamps, observations, IP networks);
+//! - [`cli`]: the `sightline` command line.
+
+pub mod cli;
+pub mod eval;
+pub mod pattern;
+pub mod stix;
