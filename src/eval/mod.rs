@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub use compare::{object_matches, observation_matches};
 
-use crate::pattern::{ObservationExpr, Pattern, Qualifier};
+use crate::pattern::{ComparisonExpr, ObservationExpr, Pattern, Qualifier};
 use crate::stix::observation::Observation;
 use crate::stix::timestamp::Timestamp;
 
@@ -55,8 +55,50 @@ pub enum EvalError {
     TooLarge,
 }
 
+/// The observations a pattern is evaluated over, as the binding
+/// enumeration sees them: their intervals and counts, and which `[...]`
+/// observation expressions (leaves, numbered left to right from 0) each one
+/// satisfies.
+///
+/// The reference interpreter answers `leaf_matches` by evaluating the
+/// comparison expression; the streaming matcher answers it from the leaf
+/// hits it has recorded, so both share this enumeration.
+pub trait ObservationSet {
+    /// Number of observations.
+    fn len(&self) -> usize;
+    /// True when there are none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// `first_observed` and `last_observed` of observation `i`.
+    fn interval(&self, i: usize) -> (Timestamp, Timestamp);
+    /// `number_observed` of observation `i`.
+    fn count(&self, i: usize) -> u32;
+    /// True when observation `i` satisfies leaf `leaf` (whose comparison
+    /// expression is `comparison`).
+    fn leaf_matches(&self, leaf: usize, comparison: &ComparisonExpr, i: usize) -> bool;
+}
+
+impl ObservationSet for [Observation] {
+    fn len(&self) -> usize {
+        <[Observation]>::len(self)
+    }
+
+    fn interval(&self, i: usize) -> (Timestamp, Timestamp) {
+        (self[i].first_observed, self[i].last_observed)
+    }
+
+    fn count(&self, i: usize) -> u32 {
+        self[i].number_observed
+    }
+
+    fn leaf_matches(&self, _leaf: usize, comparison: &ComparisonExpr, i: usize) -> bool {
+        observation_matches(comparison, &self[i])
+    }
+}
+
 /// One way of satisfying a pattern: the observations used, by index into
-/// the evaluated slice, with how many of each one's instances.
+/// the evaluated set, with how many of each one's instances.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Binding {
     /// (observation index, instances used), sorted by index.
@@ -71,34 +113,30 @@ impl Binding {
 
     /// Earliest `first_observed` and latest `last_observed` of the
     /// observations used.
-    pub fn span(&self, observations: &[Observation]) -> (Timestamp, Timestamp) {
-        let mut first = None::<Timestamp>;
-        let mut last = None::<Timestamp>;
+    pub fn span<S: ObservationSet + ?Sized>(&self, set: &S) -> (Timestamp, Timestamp) {
+        let mut span = None::<(Timestamp, Timestamp)>;
         for i in self.observations() {
-            let o = &observations[i];
-            first = Some(first.map_or(o.first_observed, |f| f.min(o.first_observed)));
-            last = Some(last.map_or(o.last_observed, |l| l.max(o.last_observed)));
+            let (first, last) = set.interval(i);
+            span = Some(match span {
+                None => (first, last),
+                Some((f, l)) => (f.min(first), l.max(last)),
+            });
         }
-        (
-            first.unwrap_or(Timestamp::EPOCH),
-            last.unwrap_or(Timestamp::EPOCH),
-        )
+        span.unwrap_or((Timestamp::EPOCH, Timestamp::EPOCH))
     }
 
     /// Both bindings together, or `None` when that would use more instances
     /// of an observation than it has.
-    fn join(&self, other: &Binding, observations: &[Observation]) -> Option<Binding> {
+    fn join<S: ObservationSet + ?Sized>(&self, other: &Binding, set: &S) -> Option<Binding> {
         let mut counts: BTreeMap<usize, u32> = self.uses.iter().copied().collect();
         for &(i, n) in &other.uses {
             let total = counts.entry(i).or_insert(0);
             *total += n;
-            if *total > observations[i].number_observed {
+            if *total > set.count(i) {
                 return None;
             }
         }
-        Some(Binding {
-            uses: counts.into_iter().collect(),
-        })
+        Some(Binding { uses: counts.into_iter().collect() })
     }
 }
 
@@ -125,88 +163,93 @@ pub fn first_binding(
     Ok(bindings(&pattern.root, observations)?.into_iter().next())
 }
 
-/// Every binding of `expr` over `observations`.
+/// Every binding of `expr` over `set`.
 ///
 /// # Errors
 ///
 /// As [`matches`].
-pub fn bindings(
+pub fn bindings<S: ObservationSet + ?Sized>(
     expr: &ObservationExpr,
-    observations: &[Observation],
+    set: &S,
 ) -> Result<BTreeSet<Binding>, EvalError> {
-    let set = match expr {
-        ObservationExpr::Observation(comparison) => observations
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| observation_matches(comparison, o))
-            .map(|(i, _)| Binding { uses: vec![(i, 1)] })
-            .collect(),
+    let mut next_leaf = 0;
+    bindings_from(expr, set, &mut next_leaf)
+}
+
+fn bindings_from<S: ObservationSet + ?Sized>(
+    expr: &ObservationExpr,
+    set: &S,
+    next_leaf: &mut usize,
+) -> Result<BTreeSet<Binding>, EvalError> {
+    let result = match expr {
+        ObservationExpr::Observation(comparison) => {
+            let leaf = *next_leaf;
+            *next_leaf += 1;
+            (0..set.len())
+                .filter(|&i| set.leaf_matches(leaf, comparison, i))
+                .map(|i| Binding { uses: vec![(i, 1)] })
+                .collect()
+        }
         ObservationExpr::Or(items) => {
             let mut all = BTreeSet::new();
             for item in items {
-                all.extend(bindings(item, observations)?);
+                all.extend(bindings_from(item, set, next_leaf)?);
                 check_size(&all)?;
             }
             all
         }
-        ObservationExpr::And(items) => {
-            let mut acc = bindings(&items[0], observations)?;
+        ObservationExpr::And(items) | ObservationExpr::FollowedBy(items) => {
+            let ordered = matches!(expr, ObservationExpr::FollowedBy(_));
+            let mut acc = bindings_from(&items[0], set, next_leaf)?;
             for item in &items[1..] {
-                let next = bindings(item, observations)?;
-                acc = join_all(&acc, &next, observations, |_, _| true)?;
-            }
-            acc
-        }
-        ObservationExpr::FollowedBy(items) => {
-            let mut acc = bindings(&items[0], observations)?;
-            for item in &items[1..] {
-                let next = bindings(item, observations)?;
-                acc = join_all(&acc, &next, observations, |a, b| {
-                    a.span(observations).1 <= b.span(observations).0
+                let next = bindings_from(item, set, next_leaf)?;
+                acc = join_all(&acc, &next, set, |a, b| {
+                    !ordered || a.span(set).1 <= b.span(set).0
                 })?;
             }
             acc
         }
         ObservationExpr::Qualified(inner, qualifier) => {
-            let inner_set = bindings(inner, observations)?;
-            qualify(inner_set, qualifier, observations)?
+            let inner_set = bindings_from(inner, set, next_leaf)?;
+            qualify(inner_set, qualifier, set)?
         }
     };
-    check_size(&set)?;
-    Ok(set)
+    check_size(&result)?;
+    Ok(result)
 }
 
-fn qualify(
-    set: BTreeSet<Binding>,
+fn qualify<S: ObservationSet + ?Sized>(
+    bindings: BTreeSet<Binding>,
     qualifier: &Qualifier,
-    observations: &[Observation],
+    set: &S,
 ) -> Result<BTreeSet<Binding>, EvalError> {
     Ok(match qualifier {
         Qualifier::Within(seconds) => {
             let limit = seconds.as_nanos();
-            set.into_iter()
+            bindings
+                .into_iter()
                 .filter(|b| {
-                    let (first, last) = b.span(observations);
+                    let (first, last) = b.span(set);
                     last.nanos_since(first) < limit
                 })
                 .collect()
         }
-        Qualifier::StartStop { start, stop } => set
+        Qualifier::StartStop { start, stop } => bindings
             .into_iter()
             .filter(|b| {
                 b.observations().all(|i| {
-                    let o = &observations[i];
-                    o.first_observed < *stop && o.last_observed >= *start
+                    let (first, last) = set.interval(i);
+                    first < *stop && last >= *start
                 })
             })
             .collect(),
         Qualifier::Repeats(n) => {
-            let mut acc = set.clone();
+            let mut acc = bindings.clone();
             for _ in 1..*n {
-                acc = join_all(&acc, &set, observations, |_, _| true)?;
                 if acc.is_empty() {
                     break;
                 }
+                acc = join_all(&acc, &bindings, set, |_, _| true)?;
             }
             acc
         }
@@ -215,17 +258,17 @@ fn qualify(
 
 /// Every pairwise join of `left` and `right` that fits the instance counts
 /// and satisfies `accept`.
-fn join_all(
+fn join_all<S: ObservationSet + ?Sized>(
     left: &BTreeSet<Binding>,
     right: &BTreeSet<Binding>,
-    observations: &[Observation],
+    set: &S,
     accept: impl Fn(&Binding, &Binding) -> bool,
 ) -> Result<BTreeSet<Binding>, EvalError> {
     let mut out = BTreeSet::new();
     for a in left {
         for b in right {
             if accept(a, b) {
-                if let Some(joined) = a.join(b, observations) {
+                if let Some(joined) = a.join(b, set) {
                     out.insert(joined);
                     check_size(&out)?;
                 }
@@ -236,9 +279,5 @@ fn join_all(
 }
 
 fn check_size(set: &BTreeSet<Binding>) -> Result<(), EvalError> {
-    if set.len() > MAX_BINDINGS {
-        Err(EvalError::TooLarge)
-    } else {
-        Ok(())
-    }
+    if set.len() > MAX_BINDINGS { Err(EvalError::TooLarge) } else { Ok(()) }
 }
