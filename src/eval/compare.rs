@@ -35,10 +35,11 @@ pub fn object_matches(expr: &ComparisonExpr, object: &Value, obs: &Observation) 
 }
 
 /// A value reached by a path, with what is needed to compare it.
-struct Reached<'a> {
-    value: &'a Value,
+pub(crate) struct Reached<'a> {
+    /// The value.
+    pub value: &'a Value,
     /// The `value` property of an `ipv4-addr` or `ipv6-addr` object.
-    is_ip_value: bool,
+    pub is_ip_value: bool,
 }
 
 fn test_matches(test: &PropTest, object: &Value, obs: &Observation) -> bool {
@@ -71,7 +72,11 @@ struct Step<'a> {
 
 /// Walks `path` from `object`, returning every value it reaches (more than
 /// one when it crosses `[*]`).
-fn resolve<'a>(path: &ObjectPath, object: &'a Value, obs: &'a Observation) -> Vec<Reached<'a>> {
+pub(crate) fn resolve<'a>(
+    path: &ObjectPath,
+    object: &'a Value,
+    obs: &'a Observation,
+) -> Vec<Reached<'a>> {
     let owner = object
         .get("type")
         .and_then(Value::as_str)

@@ -31,6 +31,7 @@ pub mod regex;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+pub(crate) use compare::{Reached, resolve};
 pub use compare::{object_matches, observation_matches};
 
 use crate::pattern::{ComparisonExpr, ObservationExpr, Pattern, Qualifier};
@@ -136,7 +137,9 @@ impl Binding {
                 return None;
             }
         }
-        Some(Binding { uses: counts.into_iter().collect() })
+        Some(Binding {
+            uses: counts.into_iter().collect(),
+        })
     }
 }
 
@@ -279,5 +282,9 @@ fn join_all<S: ObservationSet + ?Sized>(
 }
 
 fn check_size(set: &BTreeSet<Binding>) -> Result<(), EvalError> {
-    if set.len() > MAX_BINDINGS { Err(EvalError::TooLarge) } else { Ok(()) }
+    if set.len() > MAX_BINDINGS {
+        Err(EvalError::TooLarge)
+    } else {
+        Ok(())
+    }
 }

@@ -1,0 +1,350 @@
+//! The indicator catalog: lifecycle rules and snapshot publication.
+//!
+//! - the highest `modified` wins per id; an equal or older version is
+//!   ignored (replays are no-ops);
+//! - a revoked indicator is removed for good: later versions are ignored;
+//! - a removal (a Kafka tombstone) deletes the id; a later version may
+//!   bring it back;
+//! - a version whose pattern is invalid is reported and removes the older
+//!   version it replaces, since the producer meant to replace it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::index::FastMap;
+use super::segment::Segment;
+use super::{IndicatorRecord, SlotId, Snapshot};
+use crate::pattern::{Pattern, PatternError, parse};
+use crate::stix::timestamp::Timestamp;
+
+/// Tuning of snapshot publication.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CatalogConfig {
+    /// Rebuild everything into one segment when the indicators in later
+    /// segments exceed this fraction of the first. Default 0.25.
+    pub rebuild_ratio: f64,
+    /// Changes below this count never trigger a full rebuild. Default 4096.
+    pub rebuild_min_changes: usize,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        CatalogConfig {
+            rebuild_ratio: 0.25,
+            rebuild_min_changes: 4096,
+        }
+    }
+}
+
+/// What one change did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A new id was added.
+    Added,
+    /// A newer version replaced the live one.
+    Replaced,
+    /// The version was not newer, or the id is revoked: nothing changed.
+    Ignored,
+    /// The id was revoked and removed for good.
+    Revoked,
+    /// The id was removed.
+    Removed,
+}
+
+/// Why an indicator could not be compiled.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum IndicatorError {
+    /// The pattern does not parse or cannot be used.
+    #[error("indicator {id}: invalid pattern: {error}")]
+    InvalidPattern {
+        /// The indicator id.
+        id: Arc<str>,
+        /// What is wrong, with its position.
+        error: PatternError,
+    },
+    /// The compiled indexes exceeded a size limit.
+    #[error("indicator set could not be compiled: {0}")]
+    Compile(String),
+}
+
+struct Entry {
+    modified: Timestamp,
+    revoked: bool,
+    live: Option<SlotId>,
+}
+
+/// The indicator set and its current snapshot.
+pub struct Catalog {
+    config: CatalogConfig,
+    entries: FastMap<Arc<str>, Entry>,
+    snapshot: Arc<Snapshot>,
+    next_slot: SlotId,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Catalog::new()
+    }
+}
+
+impl Catalog {
+    /// An empty catalog with the default configuration.
+    pub fn new() -> Catalog {
+        Catalog::with_config(CatalogConfig::default())
+    }
+
+    /// An empty catalog.
+    pub fn with_config(config: CatalogConfig) -> Catalog {
+        Catalog {
+            config,
+            entries: FastMap::default(),
+            snapshot: Arc::new(Snapshot::empty()),
+            next_slot: 0,
+        }
+    }
+
+    /// The current snapshot (cheap: a reference count).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.snapshot)
+    }
+
+    /// Number of live indicators.
+    pub fn len(&self) -> usize {
+        self.entries.values().filter(|e| e.live.is_some()).count()
+    }
+
+    /// True when no indicator is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Applies many records at once and publishes one snapshot: the way to
+    /// load a feed. Returns the records that were refused.
+    pub fn load(
+        &mut self,
+        records: impl IntoIterator<Item = IndicatorRecord>,
+    ) -> Vec<IndicatorError> {
+        let mut errors = Vec::new();
+        let mut added = Vec::new();
+        let mut removed = HashSet::new();
+        for record in records {
+            match self.stage(record) {
+                Ok(Some((slot, record, pattern, old))) => {
+                    removed.extend(old);
+                    added.push((slot, record, pattern));
+                }
+                Ok(None) => {}
+                Err((error, old)) => {
+                    removed.extend(old);
+                    errors.push(error);
+                }
+            }
+        }
+        // Versions replaced within this batch never reach a segment.
+        added.retain(|(slot, _, _)| !removed.contains(slot));
+        if let Err(e) = self.publish(added, removed) {
+            errors.push(e);
+        }
+        errors
+    }
+
+    /// Adds or replaces one indicator and publishes a new snapshot.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`IndicatorError::InvalidPattern`] when the pattern is
+    /// invalid (the older version, if any, is removed all the same).
+    pub fn upsert(&mut self, record: IndicatorRecord) -> Result<Change, IndicatorError> {
+        let existed = self
+            .entries
+            .get(&record.id)
+            .is_some_and(|e| e.live.is_some());
+        match self.stage(record) {
+            Ok(Some((slot, record, pattern, old))) => {
+                self.publish(vec![(slot, record, pattern)], old.into_iter().collect())?;
+                Ok(if existed {
+                    Change::Replaced
+                } else {
+                    Change::Added
+                })
+            }
+            Ok(None) => Ok(Change::Ignored),
+            Err((error, old)) => {
+                if old.is_some() {
+                    self.publish(Vec::new(), old.into_iter().collect())?;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Revokes `id` at version `modified`: removed now and ignored forever.
+    ///
+    /// # Errors
+    ///
+    /// Only when publishing fails ([`IndicatorError::Compile`]).
+    pub fn revoke(&mut self, id: &str, modified: Timestamp) -> Result<Change, IndicatorError> {
+        let entry = self.entries.entry(id.into()).or_insert(Entry {
+            modified,
+            revoked: false,
+            live: None,
+        });
+        if entry.revoked {
+            return Ok(Change::Ignored);
+        }
+        entry.revoked = true;
+        entry.modified = entry.modified.max(modified);
+        let old = entry.live.take();
+        self.publish(Vec::new(), old.into_iter().collect())?;
+        Ok(Change::Revoked)
+    }
+
+    /// Removes `id` (a tombstone). A later version may add it again.
+    ///
+    /// # Errors
+    ///
+    /// Only when publishing fails ([`IndicatorError::Compile`]).
+    pub fn remove(&mut self, id: &str) -> Result<Change, IndicatorError> {
+        let Some(entry) = self.entries.get(id) else {
+            return Ok(Change::Ignored);
+        };
+        if entry.revoked {
+            return Ok(Change::Ignored);
+        }
+        let old = entry.live;
+        self.entries.remove(id);
+        match old {
+            Some(slot) => {
+                self.publish(Vec::new(), HashSet::from([slot]))?;
+                Ok(Change::Removed)
+            }
+            None => Ok(Change::Ignored),
+        }
+    }
+
+    /// Decides what a record does to the entries, without publishing.
+    #[allow(clippy::type_complexity)]
+    fn stage(
+        &mut self,
+        record: IndicatorRecord,
+    ) -> Result<
+        Option<(SlotId, Arc<IndicatorRecord>, Pattern, Option<SlotId>)>,
+        (IndicatorError, Option<SlotId>),
+    > {
+        if let Some(entry) = self.entries.get(&record.id) {
+            if entry.revoked || record.modified <= entry.modified {
+                return Ok(None);
+            }
+        }
+        let parsed = parse(&record.pattern);
+        let entry = self.entries.entry(Arc::clone(&record.id)).or_insert(Entry {
+            modified: record.modified,
+            revoked: false,
+            live: None,
+        });
+        entry.modified = record.modified;
+        let old = entry.live.take();
+        match parsed {
+            Ok(pattern) => {
+                let slot = self.next_slot;
+                self.next_slot += 1;
+                entry.live = Some(slot);
+                Ok(Some((slot, Arc::new(record), pattern, old)))
+            }
+            Err(error) => Err((
+                IndicatorError::InvalidPattern {
+                    id: record.id,
+                    error,
+                },
+                old,
+            )),
+        }
+    }
+
+    /// Publishes a snapshot with one more segment, then merges segments as
+    /// the merge policy asks.
+    fn publish(
+        &mut self,
+        added: Vec<(SlotId, Arc<IndicatorRecord>, Pattern)>,
+        removed: HashSet<SlotId>,
+    ) -> Result<(), IndicatorError> {
+        if added.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        let mut segments = self.snapshot.segments.clone();
+        let fresh = Segment::build(added, removed).map_err(IndicatorError::Compile)?;
+        segments.push(Arc::new(fresh));
+
+        // Merge the newest segments while the newest is at least as large
+        // as the one before it (never into the first, the base).
+        while segments.len() > 2 {
+            let n = segments.len();
+            if weight(&segments[n - 1]) < weight(&segments[n - 2]) {
+                break;
+            }
+            let newer = segments.pop();
+            let older = segments.pop();
+            if let (Some(older), Some(newer)) = (older, newer) {
+                segments.push(Arc::new(merge(&[older, newer])?));
+            }
+        }
+
+        // Rebuild everything once the changes are a fair part of the base.
+        let base = segments.first().map_or(0, |s| weight(s));
+        let changes: usize = segments.iter().skip(1).map(|s| weight(s)).sum();
+        if segments.len() > 1
+            && changes >= self.config.rebuild_min_changes
+            && changes as f64 >= base as f64 * self.config.rebuild_ratio
+        {
+            segments = vec![Arc::new(merge(&segments)?)];
+        }
+
+        let generation = self.snapshot.generation + 1;
+        self.snapshot = Arc::new(Snapshot {
+            segments,
+            generation,
+        });
+        Ok(())
+    }
+}
+
+/// Size of a segment for the merge policy.
+fn weight(segment: &Segment) -> usize {
+    segment.slots.len() + segment.removed.len()
+}
+
+/// Compiles the live indicators of consecutive `segments` into one, keeping
+/// the removals that point at older segments.
+fn merge(segments: &[Arc<Segment>]) -> Result<Segment, IndicatorError> {
+    let own: HashSet<SlotId> = segments
+        .iter()
+        .flat_map(|s| s.slots.iter().map(|slot| slot.id))
+        .collect();
+    let mut removed_here: HashSet<SlotId> = HashSet::new();
+    let mut removed_older: HashSet<SlotId> = HashSet::new();
+    for s in segments {
+        for id in &s.removed {
+            if own.contains(id) {
+                removed_here.insert(*id);
+            } else {
+                removed_older.insert(*id);
+            }
+        }
+    }
+    let mut entries = Vec::new();
+    for s in segments {
+        for slot in &s.slots {
+            if removed_here.contains(&slot.id) {
+                continue;
+            }
+            // The text parsed when the record was staged; it parses again.
+            let pattern =
+                parse(&slot.record.pattern).map_err(|error| IndicatorError::InvalidPattern {
+                    id: Arc::clone(&slot.record.id),
+                    error,
+                })?;
+            entries.push((slot.id, Arc::clone(&slot.record), pattern));
+        }
+    }
+    Segment::build(entries, removed_older).map_err(IndicatorError::Compile)
+}

@@ -1,0 +1,412 @@
+//! Lookup structures of one segment of the compiled indicator set.
+//!
+//! A [`FieldIndex`] holds every anchor on one object path (`file:name`,
+//! `ipv4-addr:value`, `network-traffic:dst_ref.value`, …): exact values in a
+//! hash map, IP networks in per-prefix-length hash maps, literal substrings
+//! in one Aho-Corasick automaton, expressions without literals in a regex
+//! set, and ordering constants in sorted vectors. Looking up one value
+//! costs a few hash probes whatever the number of indicators.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aho_corasick::AhoCorasick;
+use ipnet::IpNet;
+use serde_json::Value;
+
+use super::anchor::{AnchorKind, ExactKey, RangeKey, RangeOp};
+use crate::eval::Reached;
+use crate::pattern::ObjectPath;
+use crate::pattern::validate::{hash_algorithm, is_binary_path};
+use crate::stix::net::parse_ip_net;
+use crate::stix::timestamp::Timestamp;
+
+/// Hash maps keyed by values that events control use a randomly seeded
+/// hasher, so crafted values cannot force collisions.
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// What an anchor points at: an index into the segment's leaf table.
+pub(crate) type Target = u32;
+
+/// The targets under one key; one target needs no allocation.
+#[derive(Clone, Debug)]
+pub(crate) enum Posting {
+    One(Target),
+    Many(Vec<Target>),
+}
+
+impl Posting {
+    fn push(&mut self, target: Target) {
+        match self {
+            Posting::One(first) => *self = Posting::Many(vec![*first, target]),
+            Posting::Many(all) => all.push(target),
+        }
+    }
+
+    fn extend_into(&self, out: &mut Vec<Target>) {
+        match self {
+            Posting::One(t) => out.push(*t),
+            Posting::Many(all) => out.extend_from_slice(all),
+        }
+    }
+}
+
+fn post<K: std::hash::Hash + Eq>(map: &mut FastMap<K, Posting>, key: K, target: Target) {
+    match map.get_mut(&key) {
+        Some(posting) => posting.push(target),
+        None => {
+            map.insert(key, Posting::One(target));
+        }
+    }
+}
+
+/// How values of a path are read for lookups.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Reading {
+    Plain,
+    HexDigest,
+    HexBytes,
+    Base64Bytes,
+}
+
+/// Every anchor on one object path.
+pub(crate) struct FieldIndex {
+    pub path: ObjectPath,
+    reading: Reading,
+    /// Exact string keys, apart so that lookups can borrow the value.
+    exact_str: FastMap<Box<str>, Posting>,
+    exact: FastMap<ExactKey, Posting>,
+    wants_time: bool,
+    wants_bytes: bool,
+    ip4: BTreeMap<u8, FastMap<u32, Posting>>,
+    ip6: BTreeMap<u8, FastMap<u128, Posting>>,
+    ip_contains: Vec<(IpNet, Target)>,
+    substrings: Vec<(Box<[u8]>, Target)>,
+    automaton: Option<(AhoCorasick, Vec<Vec<Target>>)>,
+    regexes: Vec<(String, bool, Target)>,
+    regex_text: Option<(regex::RegexSet, Vec<Target>)>,
+    regex_bytes: Option<(regex::bytes::RegexSet, Vec<Target>)>,
+    ranges: RangeIndex,
+    exists: Vec<Target>,
+}
+
+#[derive(Default)]
+struct RangeIndex {
+    num: [Vec<(f64, Target)>; 4],
+    text: [Vec<(Box<str>, Target)>; 4],
+    time: [Vec<(i128, Target)>; 4],
+}
+
+fn op_slot(op: RangeOp) -> usize {
+    match op {
+        RangeOp::Lt => 0,
+        RangeOp::Le => 1,
+        RangeOp::Gt => 2,
+        RangeOp::Ge => 3,
+    }
+}
+
+impl FieldIndex {
+    pub(crate) fn new(path: ObjectPath) -> FieldIndex {
+        let reading = if is_binary_path(&path) {
+            let hex = path.steps.iter().rev().find_map(|s| match s {
+                crate::pattern::PathStep::Key(k) => Some(k.ends_with("_hex")),
+                _ => None,
+            });
+            if hex == Some(true) {
+                Reading::HexBytes
+            } else {
+                Reading::Base64Bytes
+            }
+        } else if hash_algorithm(&path).is_some() {
+            Reading::HexDigest
+        } else {
+            Reading::Plain
+        };
+        FieldIndex {
+            path,
+            reading,
+            exact_str: FastMap::default(),
+            exact: FastMap::default(),
+            wants_time: false,
+            wants_bytes: false,
+            ip4: BTreeMap::new(),
+            ip6: BTreeMap::new(),
+            ip_contains: Vec::new(),
+            substrings: Vec::new(),
+            automaton: None,
+            regexes: Vec::new(),
+            regex_text: None,
+            regex_bytes: None,
+            ranges: RangeIndex::default(),
+            exists: Vec::new(),
+        }
+    }
+
+    /// Adds one anchor.
+    pub(crate) fn add(&mut self, kind: &AnchorKind, target: Target) {
+        match kind {
+            AnchorKind::Exact(ExactKey::Str(s)) => post(&mut self.exact_str, s.clone(), target),
+            AnchorKind::Exact(key) => {
+                self.wants_time |= matches!(key, ExactKey::Time(_));
+                self.wants_bytes |= matches!(key, ExactKey::Bytes(_));
+                post(&mut self.exact, key.clone(), target);
+            }
+            AnchorKind::IpWithin(IpNet::V4(net)) => {
+                let map = self.ip4.entry(net.prefix_len()).or_default();
+                post(map, u32::from(net.network()), target);
+            }
+            AnchorKind::IpWithin(IpNet::V6(net)) => {
+                let map = self.ip6.entry(net.prefix_len()).or_default();
+                post(map, u128::from(net.network()), target);
+            }
+            AnchorKind::IpContains(net) => self.ip_contains.push((*net, target)),
+            AnchorKind::Substring(bytes) => self.substrings.push((bytes.clone(), target)),
+            AnchorKind::Regex { pattern, binary } => {
+                self.regexes.push((pattern.clone(), *binary, target))
+            }
+            AnchorKind::Range(op, key) => {
+                let slot = op_slot(*op);
+                match key {
+                    RangeKey::Num(n) => self.ranges.num[slot].push((*n, target)),
+                    RangeKey::Str(s) => self.ranges.text[slot].push((s.clone(), target)),
+                    RangeKey::Time(t) => self.ranges.time[slot].push((*t, target)),
+                }
+            }
+            AnchorKind::Exists => self.exists.push(target),
+        }
+    }
+
+    /// Builds the automata and sorts the ranges once every anchor is in.
+    ///
+    /// # Errors
+    ///
+    /// Fails when an automaton or regex set exceeds its size limit.
+    pub(crate) fn finish(&mut self) -> Result<(), String> {
+        if !self.substrings.is_empty() {
+            let mut grouped: BTreeMap<Box<[u8]>, Vec<Target>> = BTreeMap::new();
+            for (bytes, target) in self.substrings.drain(..) {
+                grouped.entry(bytes).or_default().push(target);
+            }
+            let (needles, targets): (Vec<_>, Vec<_>) = grouped.into_iter().unzip();
+            let automaton = AhoCorasick::new(&needles).map_err(|e| e.to_string())?;
+            self.automaton = Some((automaton, targets));
+        }
+        let (text, bytes): (Vec<_>, Vec<_>) = self.regexes.drain(..).partition(|r| !r.1);
+        if !text.is_empty() {
+            let patterns: Vec<String> = text.iter().map(|r| crate::eval::nfc(&r.0)).collect();
+            let set = regex::RegexSetBuilder::new(patterns)
+                .dot_matches_new_line(true)
+                .size_limit(64 << 20)
+                .build()
+                .map_err(|e| e.to_string())?;
+            self.regex_text = Some((set, text.iter().map(|r| r.2).collect()));
+        }
+        if !bytes.is_empty() {
+            let set = regex::bytes::RegexSetBuilder::new(bytes.iter().map(|r| r.0.as_str()))
+                .unicode(false)
+                .dot_matches_new_line(true)
+                .size_limit(64 << 20)
+                .build()
+                .map_err(|e| e.to_string())?;
+            self.regex_bytes = Some((set, bytes.iter().map(|r| r.2).collect()));
+        }
+        for v in &mut self.ranges.num {
+            v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        for v in &mut self.ranges.text {
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        for v in &mut self.ranges.time {
+            v.sort_by_key(|e| e.0);
+        }
+        Ok(())
+    }
+
+    /// Appends the targets whose anchors hit on `reached` to `out`.
+    pub(crate) fn lookup(&self, reached: &Reached<'_>, out: &mut Vec<Target>) {
+        out.extend_from_slice(&self.exists);
+        match self.reading {
+            Reading::HexBytes | Reading::Base64Bytes => {
+                if let Some(bytes) = self.decode(reached.value) {
+                    if let Some(p) = self.exact.get(&ExactKey::Bytes(bytes.as_slice().into())) {
+                        p.extend_into(out);
+                    }
+                    self.scan_bytes(&bytes, out);
+                }
+                return;
+            }
+            Reading::Plain | Reading::HexDigest => {}
+        }
+        match reached.value {
+            Value::String(s) => self.lookup_str(s.as_str(), out),
+            Value::Number(n) => {
+                let key = if let Some(i) = n.as_i64() {
+                    ExactKey::Int(i128::from(i))
+                } else if let Some(u) = n.as_u64() {
+                    ExactKey::Int(i128::from(u))
+                } else {
+                    ExactKey::from_f64(n.as_f64().unwrap_or(f64::NAN))
+                };
+                if let Some(p) = self.exact.get(&key) {
+                    p.extend_into(out);
+                }
+                if let Some(f) = n.as_f64() {
+                    range_scan(&self.ranges.num, &f, |a, b| a.total_cmp(b), out);
+                }
+            }
+            &Value::Bool(b) => {
+                if let Some(p) = self.exact.get(&ExactKey::Bool(b)) {
+                    p.extend_into(out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn lookup_str(&self, s: &str, out: &mut Vec<Target>) {
+        let probe = |key: &ExactKey, out: &mut Vec<Target>| {
+            if let Some(p) = self.exact.get(key) {
+                p.extend_into(out);
+            }
+        };
+        if !self.exact_str.is_empty() {
+            let found = if self.reading == Reading::HexDigest
+                && s.bytes().any(|b| b.is_ascii_uppercase())
+            {
+                self.exact_str.get(s.to_ascii_lowercase().as_str())
+            } else {
+                self.exact_str.get(s)
+            };
+            if let Some(p) = found {
+                p.extend_into(out);
+            }
+        }
+        if !self.exact.is_empty() {
+            if self.wants_bytes {
+                let latin1: Option<Vec<u8>> =
+                    s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect();
+                if let Some(bytes) = latin1 {
+                    probe(&ExactKey::Bytes(bytes.into()), out);
+                }
+            }
+        }
+        let time = if self.wants_time || self.ranges.time.iter().any(|v| !v.is_empty()) {
+            Timestamp::parse_rfc3339(s).ok().map(|t| t.unix_nanos())
+        } else {
+            None
+        };
+        if let Some(t) = time {
+            probe(&ExactKey::Time(t), out);
+            range_scan(&self.ranges.time, &t, |a, b| a.cmp(b), out);
+        }
+        if !self.ip4.is_empty() || !self.ip6.is_empty() || !self.ip_contains.is_empty() {
+            if let Some(net) = parse_ip_net(s) {
+                self.lookup_ip(&net, out);
+            }
+        }
+        if self.automaton.is_some() || self.regex_text.is_some() || self.regex_bytes.is_some() {
+            let text = if s.is_ascii() {
+                std::borrow::Cow::Borrowed(s)
+            } else {
+                crate::eval::nfc(s).into()
+            };
+            self.scan_bytes(text.as_bytes(), out);
+            if let Some((set, targets)) = &self.regex_text {
+                out.extend(set.matches(&text).iter().map(|i| targets[i]));
+            }
+        }
+        if self.ranges.text.iter().any(|v| !v.is_empty()) {
+            let key: Box<str> = s.into();
+            range_scan(&self.ranges.text, &key, |a, b| a.cmp(b), out);
+        }
+    }
+
+    fn lookup_ip(&self, net: &IpNet, out: &mut Vec<Target>) {
+        match net {
+            IpNet::V4(v4) => {
+                let addr = u32::from(v4.network());
+                for (&len, map) in self.ip4.range(..=v4.prefix_len()) {
+                    let mask = if len == 0 {
+                        0
+                    } else {
+                        u32::MAX << (32 - u32::from(len))
+                    };
+                    if let Some(p) = map.get(&(addr & mask)) {
+                        p.extend_into(out);
+                    }
+                }
+            }
+            IpNet::V6(v6) => {
+                let addr = u128::from(v6.network());
+                for (&len, map) in self.ip6.range(..=v6.prefix_len()) {
+                    let mask = if len == 0 {
+                        0
+                    } else {
+                        u128::MAX << (128 - u32::from(len))
+                    };
+                    if let Some(p) = map.get(&(addr & mask)) {
+                        p.extend_into(out);
+                    }
+                }
+            }
+        }
+        for (lit, target) in &self.ip_contains {
+            if net.contains(lit) {
+                out.push(*target);
+            }
+        }
+    }
+
+    fn scan_bytes(&self, haystack: &[u8], out: &mut Vec<Target>) {
+        if let Some((automaton, targets)) = &self.automaton {
+            for m in automaton.find_overlapping_iter(haystack) {
+                out.extend_from_slice(&targets[m.pattern().as_usize()]);
+            }
+        }
+        if let Some((set, targets)) = &self.regex_bytes {
+            out.extend(set.matches(haystack).iter().map(|i| targets[i]));
+        }
+    }
+
+    fn decode(&self, value: &Value) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        let text = value.as_str()?;
+        match self.reading {
+            Reading::HexBytes => {
+                if text.len() % 2 != 0 {
+                    return None;
+                }
+                (0..text.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+                    .collect()
+            }
+            _ => base64::engine::general_purpose::STANDARD.decode(text).ok(),
+        }
+    }
+}
+
+/// Appends the targets of every ordering constant that `value` may satisfy:
+/// for `<` and `<=` the constants at or above it, for `>` and `>=` those at
+/// or below it (boundaries included; the verifier decides).
+fn range_scan<K>(
+    by_op: &[Vec<(K, Target)>; 4],
+    value: &K,
+    cmp: impl Fn(&K, &K) -> std::cmp::Ordering,
+    out: &mut Vec<Target>,
+) {
+    use std::cmp::Ordering;
+    for (slot, entries) in by_op.iter().enumerate() {
+        if entries.is_empty() {
+            continue;
+        }
+        let below_or_at = entries.partition_point(|(k, _)| cmp(k, value) != Ordering::Greater);
+        let above_or_at = entries.partition_point(|(k, _)| cmp(k, value) == Ordering::Less);
+        let hits = if slot < 2 {
+            &entries[above_or_at..]
+        } else {
+            &entries[..below_or_at]
+        };
+        out.extend(hits.iter().map(|(_, t)| *t));
+    }
+}

@@ -1,0 +1,166 @@
+//! The compiled matcher: which indicators does this observation match?
+//!
+//! Indicators are compiled into a [`Snapshot`]: an immutable, shareable set
+//! of segments. Each segment indexes the *anchors* of its patterns (values
+//! that can be looked up: exact values, IP networks, literal substrings,
+//! ordering constants) so that the cost of matching an observation depends
+//! on the observation, not on the number of indicators. Only candidates
+//! found by lookups are verified, with the reference semantics.
+//!
+//! [`Catalog`] keeps the indicator set (versions, revocation) and publishes
+//! a new snapshot on every change. A change adds one small segment on top of
+//! the previous snapshot instead of rebuilding it; small segments are merged
+//! as they accumulate (like the levels of a log-structured merge tree), and
+//! the whole set is rebuilt only when the changes reach a fraction of it.
+//!
+//! Patterns with observation operators or qualifiers keep state across
+//! observations in a [`StreamState`], bounded in entries and age.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use sightline::matcher::{Catalog, IndicatorRecord, StreamState};
+//! use sightline::stix::observation::observations_from_document;
+//!
+//! let mut catalog = Catalog::new();
+//! catalog.upsert(IndicatorRecord::new(
+//!     "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f",
+//!     "[ipv4-addr:value = '198.51.100.0/24']",
+//! ))?;
+//! let snapshot = catalog.snapshot();
+//!
+//! let doc = serde_json::json!({
+//!     "type": "observed-data", "id": "observed-data--1", "number_observed": 1,
+//!     "first_observed": "2024-05-01T10:00:00Z", "last_observed": "2024-05-01T10:00:00Z",
+//!     "objects": {"0": {"type": "ipv4-addr", "value": "198.51.100.7"}}
+//! });
+//! let observation = observations_from_document(&doc).remove(0).unwrap();
+//! let mut stream = StreamState::default();
+//! let matches = stream.process(&snapshot, Arc::new(observation));
+//! assert_eq!(&*matches[0].indicator.id, "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f");
+//! # Ok::<(), sightline::matcher::IndicatorError>(())
+//! ```
+
+mod anchor;
+mod catalog;
+mod index;
+mod segment;
+mod stream;
+
+use std::sync::Arc;
+
+pub use catalog::{Catalog, CatalogConfig, Change, IndicatorError};
+pub use segment::CompileStats;
+pub use stream::{Match, StreamConfig, StreamState, StreamStats};
+
+use crate::stix::observation::Observation;
+use crate::stix::timestamp::Timestamp;
+use segment::{LeafHit, Segment};
+
+/// Identifies one compiled version of an indicator inside snapshots.
+pub type SlotId = u64;
+
+/// An indicator as the matcher needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndicatorRecord {
+    /// The STIX id (`indicator--…`).
+    pub id: Arc<str>,
+    /// The STIX pattern text.
+    pub pattern: Box<str>,
+    /// Start of validity (`valid_from`); `None` means always.
+    pub valid_from: Option<Timestamp>,
+    /// End of validity, exclusive (`valid_until`); `None` means never.
+    pub valid_until: Option<Timestamp>,
+    /// The version (`modified`, or `created`); the highest wins.
+    pub modified: Timestamp,
+}
+
+impl IndicatorRecord {
+    /// A record valid forever, at version epoch.
+    pub fn new(id: &str, pattern: &str) -> IndicatorRecord {
+        IndicatorRecord {
+            id: id.into(),
+            pattern: pattern.into(),
+            valid_from: None,
+            valid_until: None,
+            modified: Timestamp::EPOCH,
+        }
+    }
+
+    /// True when an observation over `[first, last]` overlaps the validity
+    /// interval `[valid_from, valid_until)`.
+    pub fn is_valid_during(&self, first: Timestamp, last: Timestamp) -> bool {
+        self.valid_from.is_none_or(|from| last >= from)
+            && self.valid_until.is_none_or(|until| first < until)
+    }
+}
+
+/// An immutable compiled indicator set, shared by every matching task.
+pub struct Snapshot {
+    segments: Vec<Arc<Segment>>,
+    generation: u64,
+}
+
+impl Snapshot {
+    /// An empty set.
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            segments: Vec::new(),
+            generation: 0,
+        }
+    }
+
+    /// Increases by one with every published change.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Number of live indicators.
+    pub fn len(&self) -> usize {
+        let removed: usize = self.segments.iter().map(|s| s.removed.len()).sum();
+        let total: usize = self.segments.iter().map(|s| s.slots.len()).sum();
+        total.saturating_sub(removed)
+    }
+
+    /// True when no indicator is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of segments (1 after a full build; more while changes
+    /// accumulate).
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// How the leaves of all segments were compiled (removed indicators
+    /// included until the next merge).
+    pub fn stats(&self) -> CompileStats {
+        let mut total = CompileStats::default();
+        for s in &self.segments {
+            total += s.stats;
+        }
+        total
+    }
+
+    /// Every leaf of a live indicator that holds on `obs`.
+    pub(crate) fn leaf_hits<'s>(&'s self, obs: &Observation, out: &mut Vec<LeafHit<'s>>) {
+        let mut scratch = Vec::new();
+        for (i, segment) in self.segments.iter().enumerate() {
+            let start = out.len();
+            segment.leaf_hits(obs, &mut scratch, out);
+            // Drop hits on slots that a newer segment removed.
+            let newer = &self.segments[i + 1..];
+            if !newer.iter().all(|s| s.removed.is_empty()) {
+                let mut k = start;
+                for j in start..out.len() {
+                    let id = out[j].slot.id;
+                    if !newer.iter().any(|s| s.removed.contains(&id)) {
+                        out[k] = out[j];
+                        k += 1;
+                    }
+                }
+                out.truncate(k);
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! One segment of a compiled indicator set: its indicators, their leaves,
+//! and the field indexes that find candidate leaves for an observation.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::anchor::{LeafAnchors, leaf_anchors};
+use super::index::{FastMap, FieldIndex, Target};
+use super::{IndicatorRecord, SlotId};
+use crate::eval::{object_matches, resolve};
+use crate::pattern::{ComparisonExpr, ObservationExpr, Pattern};
+use crate::stix::observation::Observation;
+
+/// How a matched indicator is confirmed.
+#[derive(Debug)]
+pub(crate) enum Plan {
+    /// `[c]` whose anchors decide `c`: a hit is a match.
+    Exact,
+    /// `[c]` needing verification of `c` on the hit object.
+    Verify(Arc<Pattern>),
+    /// Observation operators or qualifiers: leaf hits feed a window.
+    Stateful(Arc<Pattern>),
+}
+
+/// One indicator in a segment.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub id: SlotId,
+    pub record: Arc<IndicatorRecord>,
+    pub plan: Plan,
+}
+
+/// What a target points at.
+#[derive(Clone, Copy, Debug)]
+struct LeafRef {
+    slot: u32,
+    leaf: u32,
+    /// The leaf is evaluated after a hit (not decided by the anchor).
+    verify: bool,
+}
+
+/// Counts of how leaves were compiled, for metrics and logs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompileStats {
+    /// Leaves decided by exact lookups alone.
+    pub exact: usize,
+    /// Leaves found by lookups and then verified.
+    pub verified: usize,
+    /// Leaves with no usable anchor, evaluated on every object of their
+    /// types.
+    pub unanchored: usize,
+    /// Indicators whose patterns need stream state.
+    pub stateful: usize,
+}
+
+impl std::ops::AddAssign for CompileStats {
+    fn add_assign(&mut self, o: CompileStats) {
+        self.exact += o.exact;
+        self.verified += o.verified;
+        self.unanchored += o.unanchored;
+        self.stateful += o.stateful;
+    }
+}
+
+/// A leaf that held on an observation.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LeafHit<'s> {
+    pub slot: &'s Slot,
+    pub leaf: u32,
+}
+
+/// Indicators compiled together, with their indexes.
+pub(crate) struct Segment {
+    pub slots: Vec<Slot>,
+    leaves: Vec<LeafRef>,
+    fields: FastMap<Box<str>, Vec<FieldIndex>>,
+    unanchored: FastMap<Box<str>, Vec<Target>>,
+    /// Slots of older segments that this segment removes.
+    pub removed: HashSet<SlotId>,
+    pub stats: CompileStats,
+}
+
+/// The leaves of a pattern, left to right (the numbering the binding
+/// enumeration uses).
+pub(crate) fn leaves(pattern: &Pattern) -> Vec<&ComparisonExpr> {
+    let mut out = Vec::new();
+    pattern.root.for_each_observation(&mut |c| out.push(c));
+    out
+}
+
+impl Segment {
+    /// Compiles `entries` into one segment that also removes `removed`.
+    ///
+    /// # Errors
+    ///
+    /// Fails when an automaton or regex set exceeds its size limit.
+    pub(crate) fn build(
+        entries: Vec<(SlotId, Arc<IndicatorRecord>, Pattern)>,
+        removed: HashSet<SlotId>,
+    ) -> Result<Segment, String> {
+        let mut segment = Segment {
+            slots: Vec::with_capacity(entries.len()),
+            leaves: Vec::with_capacity(entries.len()),
+            fields: FastMap::default(),
+            unanchored: FastMap::default(),
+            removed,
+            stats: CompileStats::default(),
+        };
+        let mut field_pos: FastMap<crate::pattern::ObjectPath, (Box<str>, usize)> =
+            FastMap::default();
+
+        for (id, record, pattern) in entries {
+            let slot = segment.slots.len() as u32;
+            let single = matches!(pattern.root, ObservationExpr::Observation(_));
+            let mut all_exact = single;
+            for (leaf, comparison) in leaves(&pattern).into_iter().enumerate() {
+                let analysis = leaf_anchors(comparison);
+                let (anchors, exact) = match analysis {
+                    LeafAnchors::Anchored { anchors, exact } => (Some(anchors), exact),
+                    LeafAnchors::Unanchored => (None, false),
+                };
+                all_exact &= exact;
+                let target = segment.leaves.len() as Target;
+                segment.leaves.push(LeafRef {
+                    slot,
+                    leaf: leaf as u32,
+                    verify: !exact,
+                });
+                match anchors {
+                    Some(anchors) => {
+                        if exact {
+                            segment.stats.exact += 1;
+                        } else {
+                            segment.stats.verified += 1;
+                        }
+                        for anchor in anchors {
+                            let (ty, pos) = field_pos
+                                .entry(anchor.path.clone())
+                                .or_insert_with(|| {
+                                    let ty: Box<str> = anchor.path.object_type.as_str().into();
+                                    let list = segment.fields.entry(ty.clone()).or_default();
+                                    list.push(FieldIndex::new(anchor.path.clone()));
+                                    (ty, list.len() - 1)
+                                })
+                                .clone();
+                            if let Some(list) = segment.fields.get_mut(&ty) {
+                                list[pos].add(&anchor.kind, target);
+                            }
+                        }
+                    }
+                    None => {
+                        segment.stats.unanchored += 1;
+                        let mut types = Vec::new();
+                        comparison.for_each_test(&mut |t| types.push(t.path.object_type.clone()));
+                        types.sort();
+                        types.dedup();
+                        for ty in types {
+                            segment
+                                .unanchored
+                                .entry(ty.into())
+                                .or_default()
+                                .push(target);
+                        }
+                    }
+                }
+            }
+            let plan = if !single {
+                segment.stats.stateful += 1;
+                Plan::Stateful(Arc::new(pattern))
+            } else if all_exact {
+                Plan::Exact
+            } else {
+                Plan::Verify(Arc::new(pattern))
+            };
+            segment.slots.push(Slot { id, record, plan });
+        }
+        for list in segment.fields.values_mut() {
+            for field in list {
+                field.finish()?;
+            }
+        }
+        Ok(segment)
+    }
+
+    /// Appends every leaf of this segment that holds on `obs` to `out`.
+    pub(crate) fn leaf_hits<'s>(
+        &'s self,
+        obs: &Observation,
+        scratch: &mut Vec<(Target, usize)>,
+        out: &mut Vec<LeafHit<'s>>,
+    ) {
+        scratch.clear();
+        let mut targets = Vec::new();
+        for (object_no, object) in obs.objects.values().enumerate() {
+            let Some(ty) = object.get("type").and_then(Value::as_str) else {
+                continue;
+            };
+            if let Some(fields) = self.fields.get(ty) {
+                for field in fields {
+                    for reached in resolve(&field.path, object, obs) {
+                        targets.clear();
+                        field.lookup(&reached, &mut targets);
+                        scratch.extend(targets.iter().map(|t| (*t, object_no)));
+                    }
+                }
+            }
+            if let Some(list) = self.unanchored.get(ty) {
+                scratch.extend(list.iter().map(|t| (*t, object_no)));
+            }
+        }
+        if scratch.is_empty() {
+            return;
+        }
+        scratch.sort_unstable();
+        scratch.dedup();
+
+        let objects: Vec<&Value> = obs.objects.values().collect();
+        let mut last_target = None;
+        for &(target, object_no) in scratch.iter() {
+            if last_target == Some(target) {
+                continue; // already confirmed on another object
+            }
+            let leaf = self.leaves[target as usize];
+            let slot = &self.slots[leaf.slot as usize];
+            if leaf.verify && !self.verify(slot, leaf.leaf, objects[object_no], obs) {
+                continue;
+            }
+            last_target = Some(target);
+            out.push(LeafHit {
+                slot,
+                leaf: leaf.leaf,
+            });
+        }
+    }
+
+    fn verify(&self, slot: &Slot, leaf: u32, object: &Value, obs: &Observation) -> bool {
+        let pattern = match &slot.plan {
+            Plan::Exact => return true,
+            Plan::Verify(p) | Plan::Stateful(p) => p,
+        };
+        leaves(pattern)
+            .get(leaf as usize)
+            .is_some_and(|c| object_matches(c, object, obs))
+    }
+}

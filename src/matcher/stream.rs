@@ -1,0 +1,286 @@
+//! Matching a stream of observations, with state for patterns that span
+//! several observations.
+//!
+//! A pattern with observation operators or qualifiers keeps a *window*: the
+//! recent observations that satisfied one of its `[...]` leaves, in event
+//! time. When a new observation satisfies a leaf, the window is evaluated
+//! with the same binding enumeration as the reference interpreter, and every
+//! binding that uses the new observation is a match. Late observations are
+//! simply added to the window, so the answer does not depend on arrival
+//! order within it.
+//!
+//! Windows are bounded: at most `max_window_len` observations each, none
+//! older than the pattern's outer `WITHIN` (or `retention`) behind the
+//! newest event time seen, and at most `max_windows` windows in all. Every
+//! eviction is counted in [`StreamStats`].
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::index::FastMap;
+use super::segment::{LeafHit, Plan};
+use super::{IndicatorRecord, SlotId, Snapshot};
+use crate::eval::{ObservationSet, bindings};
+use crate::pattern::{ComparisonExpr, ObservationExpr, Pattern, Qualifier};
+use crate::stix::observation::Observation;
+use crate::stix::timestamp::Timestamp;
+
+/// Bounds of the stream state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// Most observations kept per stateful pattern. Default 256.
+    pub max_window_len: usize,
+    /// Age limit, in event time, for patterns without an outer `WITHIN`.
+    /// Default 24 hours.
+    pub retention_nanos: i128,
+    /// Most stateful patterns with a live window. Default 100,000.
+    pub max_windows: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            max_window_len: 256,
+            retention_nanos: 24 * 3600 * 1_000_000_000,
+            max_windows: 100_000,
+        }
+    }
+}
+
+/// Counters of the stream state, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Observations matched.
+    pub observations: u64,
+    /// Matches reported.
+    pub matches: u64,
+    /// Observations dropped from a full window.
+    pub evicted_full: u64,
+    /// Observations dropped for age.
+    pub evicted_age: u64,
+    /// Windows dropped because there were too many.
+    pub evicted_windows: u64,
+    /// Evaluations abandoned because they grew too large.
+    pub too_large: u64,
+    /// Hits ignored because the indicator was not valid at the event time.
+    pub outside_validity: u64,
+}
+
+/// One indicator matched by a set of observations.
+#[derive(Clone, Debug)]
+pub struct Match {
+    /// The indicator.
+    pub indicator: Arc<IndicatorRecord>,
+    /// The observations that satisfied its pattern, oldest first.
+    pub observations: Vec<Arc<Observation>>,
+}
+
+struct WindowEntry {
+    observation: Arc<Observation>,
+    /// Leaves (by number) this observation satisfies.
+    leaves: Vec<u32>,
+}
+
+struct Window {
+    /// The slot whose pattern this window serves; a new version of the
+    /// indicator starts a new window.
+    slot: SlotId,
+    entries: VecDeque<WindowEntry>,
+    newest: Timestamp,
+}
+
+/// Per-worker matching state. Not shared: each task that matches a
+/// partition of the stream owns one.
+#[derive(Default)]
+pub struct StreamState {
+    config: StreamConfig,
+    windows: FastMap<Arc<str>, Window>,
+    watermark: Option<Timestamp>,
+    stats: StreamStats,
+}
+
+impl StreamState {
+    /// State with explicit bounds.
+    pub fn new(config: StreamConfig) -> StreamState {
+        StreamState {
+            config,
+            ..StreamState::default()
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> StreamStats {
+        self.stats
+    }
+
+    /// Observations currently held in windows.
+    pub fn window_entries(&self) -> usize {
+        self.windows.values().map(|w| w.entries.len()).sum()
+    }
+
+    /// Matches `observation` against `snapshot`, updating the windows.
+    pub fn process(&mut self, snapshot: &Snapshot, observation: Arc<Observation>) -> Vec<Match> {
+        self.stats.observations += 1;
+        let newest = observation.last_observed;
+        self.watermark = Some(self.watermark.map_or(newest, |w| w.max(newest)));
+
+        let mut hits: Vec<LeafHit<'_>> = Vec::new();
+        snapshot.leaf_hits(&observation, &mut hits);
+        hits.sort_by_key(|h| (h.slot.id, h.leaf));
+
+        let mut matches = Vec::new();
+        let mut i = 0;
+        while i < hits.len() {
+            let slot = hits[i].slot;
+            let mut leaves_hit = Vec::new();
+            while i < hits.len() && hits[i].slot.id == slot.id {
+                leaves_hit.push(hits[i].leaf);
+                i += 1;
+            }
+            let record = &slot.record;
+            if !record.is_valid_during(observation.first_observed, observation.last_observed) {
+                self.stats.outside_validity += 1;
+                continue;
+            }
+            match &slot.plan {
+                Plan::Exact | Plan::Verify(_) => matches.push(Match {
+                    indicator: Arc::clone(record),
+                    observations: vec![Arc::clone(&observation)],
+                }),
+                Plan::Stateful(pattern) => {
+                    let entry = WindowEntry {
+                        observation: Arc::clone(&observation),
+                        leaves: leaves_hit,
+                    };
+                    if let Some(found) = self.stateful(slot.id, record, pattern, entry) {
+                        matches.push(found);
+                    }
+                }
+            }
+        }
+        self.stats.matches += matches.len() as u64;
+        matches
+    }
+
+    fn stateful(
+        &mut self,
+        slot: SlotId,
+        record: &Arc<IndicatorRecord>,
+        pattern: &Pattern,
+        entry: WindowEntry,
+    ) -> Option<Match> {
+        let retention = outer_within(pattern).unwrap_or(self.config.retention_nanos);
+        let watermark = self.watermark.unwrap_or(Timestamp::EPOCH);
+        if !self.windows.contains_key(&record.id) && self.windows.len() >= self.config.max_windows {
+            self.evict_oldest_window();
+        }
+        let window = self
+            .windows
+            .entry(Arc::clone(&record.id))
+            .or_insert_with(|| Window {
+                slot,
+                entries: VecDeque::new(),
+                newest: Timestamp::EPOCH,
+            });
+        if window.slot != slot {
+            // A new version of the indicator: its state starts afresh.
+            window.slot = slot;
+            window.entries.clear();
+        }
+
+        // Age out, then bound the length (dropping the oldest in time).
+        let before = window.entries.len();
+        window
+            .entries
+            .retain(|e| watermark.nanos_since(e.observation.last_observed) < retention);
+        self.stats.evicted_age += (before - window.entries.len()) as u64;
+        if window.entries.len() >= self.config.max_window_len {
+            let oldest = window
+                .entries
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, e)| e.observation.first_observed)
+                .map(|(i, _)| i);
+            if let Some(i) = oldest {
+                window.entries.remove(i);
+                self.stats.evicted_full += 1;
+            }
+        }
+        window.newest = window.newest.max(entry.observation.last_observed);
+        window.entries.push_back(entry);
+        let new_index = window.entries.len() - 1;
+
+        let view = WindowView {
+            entries: &window.entries,
+        };
+        let found = match bindings(&pattern.root, &view) {
+            Ok(found) => found,
+            Err(_) => {
+                self.stats.too_large += 1;
+                return None;
+            }
+        };
+        let binding = found
+            .into_iter()
+            .find(|b| b.observations().any(|i| i == new_index))?;
+        let mut observations: Vec<Arc<Observation>> = binding
+            .observations()
+            .map(|i| Arc::clone(&window.entries[i].observation))
+            .collect();
+        observations.sort_by_key(|o| o.first_observed);
+        Some(Match {
+            indicator: Arc::clone(record),
+            observations,
+        })
+    }
+
+    fn evict_oldest_window(&mut self) {
+        let oldest = self
+            .windows
+            .iter()
+            .min_by_key(|(_, w)| w.newest)
+            .map(|(k, _)| Arc::clone(k));
+        if let Some(key) = oldest {
+            self.windows.remove(&key);
+            self.stats.evicted_windows += 1;
+        }
+    }
+}
+
+/// The `WITHIN` that applies to the whole pattern, if any, in nanoseconds:
+/// nothing older than that can combine with a new observation.
+fn outer_within(pattern: &Pattern) -> Option<i128> {
+    let mut expr = &pattern.root;
+    let mut limit = None;
+    while let ObservationExpr::Qualified(inner, qualifier) = expr {
+        if let Qualifier::Within(seconds) = qualifier {
+            limit = Some(seconds.as_nanos());
+        }
+        expr = inner;
+    }
+    limit
+}
+
+/// A window as the binding enumeration sees it.
+struct WindowView<'a> {
+    entries: &'a VecDeque<WindowEntry>,
+}
+
+impl ObservationSet for WindowView<'_> {
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn interval(&self, i: usize) -> (Timestamp, Timestamp) {
+        let o = &self.entries[i].observation;
+        (o.first_observed, o.last_observed)
+    }
+
+    fn count(&self, i: usize) -> u32 {
+        self.entries[i].observation.number_observed
+    }
+
+    fn leaf_matches(&self, leaf: usize, _comparison: &ComparisonExpr, i: usize) -> bool {
+        self.entries[i].leaves.binary_search(&(leaf as u32)).is_ok()
+    }
+}
