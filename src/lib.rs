@@ -7,11 +7,13 @@
 //! - [`pattern`]: the pattern language (parse, validate, print);
 //! - [`eval`]: the reference interpreter, the oracle for correctness;
 //! - [`matcher`]: the compiled matcher, fast on millions of indicators;
+//! - [`observe`]: input documents and their observations;
 //! - [`stix`]: STIX data types (timestamps, observations, IP networks);
 //! - [`cli`]: the `sightline` command line.
 
 pub mod cli;
 pub mod eval;
 pub mod matcher;
+pub mod observe;
 pub mod pattern;
 pub mod stix;

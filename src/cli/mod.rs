@@ -1,6 +1,7 @@
 //! The `sightline` command line: one file per subcommand.
 
 mod check;
+mod matching;
 
 use std::process::ExitCode;
 
@@ -18,6 +19,9 @@ struct Cli {
 enum Command {
     /// Validate STIX 2.1 patterns.
     Check(check::CheckArgs),
+    /// Match events from files or pipes against indicators; write
+    /// sightings.
+    Match(matching::MatchArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -25,6 +29,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check(args) => check::run(&args),
+        Command::Match(args) => matching::run(&args),
     };
     match result {
         Ok(code) => code,

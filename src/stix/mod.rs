@@ -1,5 +1,7 @@
-//! STIX 2.1 data: timestamps, IP networks, observations.
+//! STIX 2.1 data: timestamps, IP networks, indicators, observations.
 
+pub mod indicator;
 pub mod net;
 pub mod observation;
+pub mod sighting;
 pub mod timestamp;

@@ -1,0 +1,192 @@
+//! `sightline match`: indicators and observations from files or pipes,
+//! sightings out as JSON lines. No broker needed.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+
+use crate::matcher::{Catalog, IndicatorError, IndicatorRecord, StreamState};
+use crate::observe::documents::Documents;
+use crate::stix::indicator::{IndicatorUpdate, document_objects, read_indicator};
+use crate::stix::observation::observations_from_document;
+use crate::stix::sighting::sighting;
+
+/// Input formats of events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// STIX observed-data (2.0 `objects` or 2.1 `object_refs` in bundles),
+    /// as bundles, arrays or JSON lines.
+    Stix,
+}
+
+/// Arguments of `sightline match`.
+#[derive(Debug, Args)]
+pub struct MatchArgs {
+    /// Indicators: a STIX bundle, a JSON array of objects, one object, or
+    /// JSON lines of any of these. Objects other than indicators are
+    /// ignored.
+    #[arg(long, value_name = "PATH")]
+    indicators: PathBuf,
+
+    /// Events to match ("-" for standard input).
+    #[arg(long, value_name = "PATH|-")]
+    events: PathBuf,
+
+    /// Format of the events.
+    #[arg(long, value_enum, default_value = "stix")]
+    format: Format,
+
+    /// Where to write sightings ("-" for standard output).
+    #[arg(long, short, value_name = "PATH|-", default_value = "-")]
+    output: PathBuf,
+}
+
+/// Loads indicators, matches every event, writes sightings.
+///
+/// # Errors
+///
+/// Fails when an input cannot be opened, when no indicator is usable, or
+/// when the output cannot be written.
+pub fn run(args: &MatchArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let catalog = load_indicators(&args.indicators)?;
+    let snapshot = catalog.snapshot();
+
+    let input: Box<dyn BufRead> = if args.events.as_os_str() == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        let file = File::open(&args.events)
+            .with_context(|| format!("cannot open events {}", args.events.display()))?;
+        Box::new(BufReader::with_capacity(1 << 16, file))
+    };
+    let mut out: Box<dyn Write> = if args.output.as_os_str() == "-" {
+        Box::new(BufWriter::new(io::stdout().lock()))
+    } else {
+        let file = File::create(&args.output)
+            .with_context(|| format!("cannot create {}", args.output.display()))?;
+        Box::new(BufWriter::new(file))
+    };
+
+    let mut stream = StreamState::default();
+    let mut summary = Summary::default();
+    let name = args.events.display().to_string();
+    for document in Documents::new(input) {
+        let (line, doc) = match document {
+            Ok(found) => found,
+            Err(e) => {
+                summary.rejected += 1;
+                eprintln!("warning: {name}: {e}");
+                continue;
+            }
+        };
+        for observation in observations_from_document(&doc) {
+            match observation {
+                Ok(observation) => {
+                    summary.observations += 1;
+                    for m in stream.process(&snapshot, Arc::new(observation)) {
+                        summary.sightings += 1;
+                        serde_json::to_writer(&mut out, &sighting(&m))?;
+                        out.write_all(b"\n")?;
+                    }
+                }
+                Err(e) => {
+                    summary.rejected += 1;
+                    eprintln!("warning: {name}: line {line}: {e}");
+                }
+            }
+        }
+    }
+    out.flush()?;
+
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{} observations matched against {} indicators: {} sightings, {} rejected inputs \
+         ({:.1}s, {:.0} observations/s)",
+        summary.observations,
+        snapshot.len(),
+        summary.sightings,
+        summary.rejected,
+        seconds,
+        summary.observations as f64 / seconds.max(1e-9)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Default)]
+struct Summary {
+    observations: u64,
+    sightings: u64,
+    rejected: u64,
+}
+
+/// Reads the indicator file into a catalog, reporting every refused
+/// indicator on standard error.
+fn load_indicators(path: &Path) -> anyhow::Result<Catalog> {
+    let file =
+        File::open(path).with_context(|| format!("cannot open indicators {}", path.display()))?;
+    let name = path.display().to_string();
+    let mut records: Vec<IndicatorRecord> = Vec::new();
+    let mut revoked = Vec::new();
+    let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
+    let mut invalid = 0usize;
+
+    for document in Documents::new(BufReader::new(file)) {
+        let (line, doc) = match document {
+            Ok(found) => found,
+            Err(e) => {
+                invalid += 1;
+                eprintln!("warning: {name}: {e}");
+                continue;
+            }
+        };
+        for object in document_objects(&doc) {
+            match read_indicator(object) {
+                None => {}
+                Some(Ok(IndicatorUpdate::Upsert(record))) => records.push(record),
+                Some(Ok(IndicatorUpdate::Revoke { id, modified })) => revoked.push((id, modified)),
+                Some(Ok(IndicatorUpdate::Skipped { reason, .. })) => {
+                    *skipped.entry(reason).or_default() += 1
+                }
+                Some(Err(e)) => {
+                    invalid += 1;
+                    eprintln!("warning: {name}: line {line}: {e}");
+                }
+            }
+        }
+    }
+
+    let mut catalog = Catalog::new();
+    for (id, modified) in &revoked {
+        catalog.revoke(id, *modified)?;
+    }
+    let offered = records.len();
+    let errors = catalog.load(records);
+    for e in &errors {
+        if let IndicatorError::InvalidPattern { id, error } = e {
+            eprintln!("warning: {name}: indicator {id}: invalid pattern: {error}");
+        } else {
+            eprintln!("warning: {name}: {e}");
+        }
+    }
+    for (reason, count) in &skipped {
+        eprintln!("note: {name}: {count} indicator(s) skipped: {reason}");
+    }
+    let loaded = catalog.len();
+    eprintln!(
+        "{loaded} indicators loaded from {name} ({} invalid, {} revoked, {} skipped)",
+        invalid + errors.len(),
+        revoked.len(),
+        skipped.values().sum::<usize>()
+    );
+    if loaded == 0 {
+        bail!("{name}: no usable indicator ({offered} offered)");
+    }
+    Ok(catalog)
+}

@@ -1,0 +1,4 @@
+//! Turning input into observations: JSON documents from files and pipes,
+//! and (for the `stix` format) observed-data taken as it is.
+
+pub mod documents;
