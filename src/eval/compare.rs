@@ -254,9 +254,7 @@ fn compare(op: &Comparison, reached: &Reached<'_>, kind: ValueKind) -> bool {
         Comparison::IsSubset(net) => {
             ip_relation(reached.value, net, |value, lit| net_contains(lit, value))
         }
-        Comparison::IsSuperset(net) => {
-            ip_relation(reached.value, net, |value, lit| net_contains(value, lit))
-        }
+        Comparison::IsSuperset(net) => ip_relation(reached.value, net, net_contains),
         Comparison::Exists => true,
     }
 }

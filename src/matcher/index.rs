@@ -281,13 +281,11 @@ impl FieldIndex {
                 p.extend_into(out);
             }
         }
-        if !self.exact.is_empty() {
-            if self.wants_bytes {
-                let latin1: Option<Vec<u8>> =
-                    s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect();
-                if let Some(bytes) = latin1 {
-                    probe(&ExactKey::Bytes(bytes.into()), out);
-                }
+        if self.wants_bytes {
+            let latin1: Option<Vec<u8>> =
+                s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect();
+            if let Some(bytes) = latin1 {
+                probe(&ExactKey::Bytes(bytes.into()), out);
             }
         }
         let time = if self.wants_time || self.ranges.time.iter().any(|v| !v.is_empty()) {
