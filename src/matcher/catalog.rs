@@ -140,8 +140,11 @@ impl Catalog {
                 }
             }
         }
-        // Versions replaced within this batch never reach a segment.
+        // Versions replaced within this batch never reach a segment, and
+        // their removal concerns no older segment.
+        let staged: HashSet<SlotId> = added.iter().map(|(slot, _, _)| *slot).collect();
         added.retain(|(slot, _, _)| !removed.contains(slot));
+        removed.retain(|slot| !staged.contains(slot));
         if let Err(e) = self.publish(added, removed) {
             errors.push(e);
         }
@@ -347,4 +350,97 @@ fn merge(segments: &[Arc<Segment>]) -> Result<Segment, IndicatorError> {
         }
     }
     Segment::build(entries, removed_older).map_err(IndicatorError::Compile)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, pattern: &str, modified_secs: i64) -> IndicatorRecord {
+        IndicatorRecord {
+            modified: Timestamp::from_parts(modified_secs, 0),
+            ..IndicatorRecord::new(id, pattern)
+        }
+    }
+
+    #[test]
+    fn newest_version_wins_and_replays_are_ignored() {
+        let mut catalog = Catalog::new();
+        let v1 = record("indicator--a", "[domain-name:value = 'one.example']", 10);
+        let v2 = record("indicator--a", "[domain-name:value = 'two.example']", 20);
+        assert_eq!(catalog.upsert(v1.clone()), Ok(Change::Added));
+        assert_eq!(catalog.upsert(v2.clone()), Ok(Change::Replaced));
+        assert_eq!(catalog.upsert(v1), Ok(Change::Ignored));
+        assert_eq!(catalog.upsert(v2), Ok(Change::Ignored));
+        assert_eq!(catalog.len(), 1);
+        assert_eq!(catalog.snapshot().len(), 1);
+    }
+
+    #[test]
+    fn batch_with_two_versions_of_one_id_counts_once() {
+        let mut catalog = Catalog::new();
+        let errors = catalog.load([
+            record("indicator--a", "[domain-name:value = 'one.example']", 10),
+            record("indicator--a", "[domain-name:value = 'two.example']", 20),
+            record("indicator--b", "[domain-name:value = 'three.example']", 10),
+        ]);
+        assert!(errors.is_empty());
+        assert_eq!(catalog.snapshot().len(), 2);
+    }
+
+    #[test]
+    fn revocation_is_final_and_tombstones_allow_return() {
+        let mut catalog = Catalog::new();
+        let a = record("indicator--a", "[domain-name:value = 'a.example']", 10);
+        catalog.upsert(a.clone()).unwrap();
+        assert_eq!(
+            catalog.revoke("indicator--a", Timestamp::from_parts(11, 0)),
+            Ok(Change::Revoked)
+        );
+        assert_eq!(
+            catalog.upsert(record("indicator--a", "[x:y = 1]", 99)),
+            Ok(Change::Ignored)
+        );
+        assert_eq!(catalog.snapshot().len(), 0);
+
+        let b = record("indicator--b", "[domain-name:value = 'b.example']", 10);
+        catalog.upsert(b.clone()).unwrap();
+        assert_eq!(catalog.remove("indicator--b"), Ok(Change::Removed));
+        assert_eq!(catalog.snapshot().len(), 0);
+        assert_eq!(catalog.upsert(b), Ok(Change::Added));
+        assert_eq!(catalog.snapshot().len(), 1);
+    }
+
+    #[test]
+    fn invalid_new_version_removes_the_old_one() {
+        let mut catalog = Catalog::new();
+        catalog
+            .upsert(record(
+                "indicator--a",
+                "[domain-name:value = 'a.example']",
+                10,
+            ))
+            .unwrap();
+        let bad = catalog.upsert(record("indicator--a", "[domain-name:value = ]", 20));
+        assert!(matches!(bad, Err(IndicatorError::InvalidPattern { .. })));
+        assert_eq!(catalog.snapshot().len(), 0);
+    }
+
+    #[test]
+    fn many_single_changes_keep_few_segments() {
+        let mut catalog = Catalog::new();
+        for i in 0..1000 {
+            let id = format!("indicator--{i}");
+            catalog
+                .upsert(record(&id, "[domain-name:value = 'x.example']", 1))
+                .unwrap();
+        }
+        let snapshot = catalog.snapshot();
+        assert_eq!(snapshot.len(), 1000);
+        assert!(
+            snapshot.segment_count() <= 12,
+            "{} segments",
+            snapshot.segment_count()
+        );
+    }
 }

@@ -284,3 +284,110 @@ impl ObservationSet for WindowView<'_> {
         self.entries[i].leaves.binary_search(&(leaf as u32)).is_ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::matcher::Catalog;
+
+    fn observation(secs: i64, domain: &str) -> Arc<Observation> {
+        let objects = BTreeMap::from([(
+            "0".to_string(),
+            json!({"type": "domain-name", "value": domain}),
+        )]);
+        Arc::new(Observation::single(Timestamp::from_parts(secs, 0), objects))
+    }
+
+    fn snapshot(pattern: &str) -> Arc<Snapshot> {
+        let mut catalog = Catalog::new();
+        catalog
+            .upsert(IndicatorRecord::new("indicator--a", pattern))
+            .unwrap();
+        catalog.snapshot()
+    }
+
+    #[test]
+    fn late_observations_still_combine() {
+        let snapshot = snapshot(
+            "[domain-name:value = 'a.example'] FOLLOWEDBY [domain-name:value = 'b.example']",
+        );
+        let mut stream = StreamState::default();
+        // b arrives first but happened later: still a match when a arrives.
+        assert!(
+            stream
+                .process(&snapshot, observation(20, "b.example"))
+                .is_empty()
+        );
+        let found = stream.process(&snapshot, observation(10, "a.example"));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].observations.len(), 2);
+        assert_eq!(
+            found[0].observations[0].first_observed,
+            Timestamp::from_parts(10, 0)
+        );
+    }
+
+    #[test]
+    fn windows_are_bounded_in_length_and_age() {
+        let snapshot =
+            snapshot("[domain-name:value = 'a.example'] REPEATS 3 TIMES WITHIN 100 SECONDS");
+        let config = StreamConfig {
+            max_window_len: 2,
+            ..StreamConfig::default()
+        };
+        let mut stream = StreamState::new(config);
+        for t in [0, 1, 2] {
+            assert!(
+                stream
+                    .process(&snapshot, observation(t, "a.example"))
+                    .is_empty()
+            );
+        }
+        assert_eq!(stream.stats().evicted_full, 1);
+        assert_eq!(stream.window_entries(), 2);
+
+        let mut stream = StreamState::default();
+        stream.process(&snapshot, observation(0, "a.example"));
+        stream.process(&snapshot, observation(1, "a.example"));
+        assert!(
+            stream
+                .process(&snapshot, observation(500, "a.example"))
+                .is_empty()
+        );
+        assert_eq!(stream.stats().evicted_age, 2);
+    }
+
+    #[test]
+    fn validity_window_is_applied() {
+        let mut catalog = Catalog::new();
+        let record = IndicatorRecord {
+            valid_from: Some(Timestamp::from_parts(100, 0)),
+            valid_until: Some(Timestamp::from_parts(200, 0)),
+            ..IndicatorRecord::new("indicator--a", "[domain-name:value = 'a.example']")
+        };
+        catalog.upsert(record).unwrap();
+        let snapshot = catalog.snapshot();
+        let mut stream = StreamState::default();
+        assert!(
+            stream
+                .process(&snapshot, observation(99, "a.example"))
+                .is_empty()
+        );
+        assert_eq!(
+            stream
+                .process(&snapshot, observation(100, "a.example"))
+                .len(),
+            1
+        );
+        assert!(
+            stream
+                .process(&snapshot, observation(200, "a.example"))
+                .is_empty()
+        );
+        assert_eq!(stream.stats().outside_validity, 2);
+    }
+}
