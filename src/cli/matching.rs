@@ -76,7 +76,11 @@ pub fn run(args: &MatchArgs) -> anyhow::Result<ExitCode> {
 
     let mut stream = StreamState::default();
     let mut summary = Summary::default();
-    let name = args.events.display().to_string();
+    let name = if args.events.as_os_str() == "-" {
+        "<stdin>".to_string()
+    } else {
+        args.events.display().to_string()
+    };
     for document in Documents::new(input) {
         let (line, doc) = match document {
             Ok(found) => found,

@@ -1,0 +1,204 @@
+//! The `sightline` binary as a user runs it: exit codes, messages, output.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn sightline(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sightline"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the sightline binary starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(stdin.as_bytes())
+        .expect("stdin accepts input");
+    child.wait_with_output().expect("sightline finishes")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sightline-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, contents).expect("temp file written");
+    path
+}
+
+#[test]
+fn check_exit_codes_and_caret() {
+    let ok = sightline(&["check", "[ipv4-addr:value = '198.51.100.7']"], "");
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+
+    let bad = sightline(
+        &[
+            "check",
+            "[ipv4-addr:value = '198.51.100.7']",
+            "[file:name = ]",
+        ],
+        "",
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    let out = text(&bad.stdout);
+    assert!(
+        out.contains("invalid argument 2: column 14: expected a literal value"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\n               ^\n"),
+        "caret under column 14:\n{out}"
+    );
+}
+
+#[test]
+fn check_reads_stdin_and_files_with_line_numbers() {
+    let input = "# comment\n[domain-name:value = 'a.example']\n\n[x:y LIKE 5]\n";
+    let from_stdin = sightline(&["check"], input);
+    assert_eq!(from_stdin.status.code(), Some(1));
+    assert!(text(&from_stdin.stdout).contains("invalid <stdin>:4: column 11"));
+
+    let path = temp_file("patterns.txt", input);
+    let from_file = sightline(&["check", "--file", path.to_str().unwrap_or_default()], "");
+    assert_eq!(from_file.status.code(), Some(1));
+    assert!(text(&from_file.stdout).contains("patterns.txt:4: column 11"));
+
+    let canonical = sightline(&["check", "--canonical", "[a:b == 1 AND (a:c <> 'x')]"], "");
+    assert_eq!(text(&canonical.stdout), "[a:b = 1 AND a:c != 'x']\n");
+}
+
+#[test]
+fn check_of_a_missing_file_is_an_error() {
+    let missing = sightline(&["check", "--file", "/nonexistent/patterns.txt"], "");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing.stderr).contains("cannot open /nonexistent/patterns.txt"));
+}
+
+fn sightings(output: &Output) -> Vec<Value> {
+    text(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each output line is JSON"))
+        .collect()
+}
+
+#[test]
+fn match_examples_give_the_expected_sightings() {
+    let args = [
+        "match",
+        "--indicators",
+        "examples/indicators.json",
+        "--events",
+        "examples/events/observed-data.jsonl",
+    ];
+    let output = sightline(&args, "");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let found: Vec<(String, Vec<String>)> = sightings(&output)
+        .iter()
+        .map(|s| {
+            let refs = s["observed_data_refs"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let ends = refs
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|r| r[r.len() - 2..].to_string());
+            (
+                s["sighting_of_ref"].as_str().unwrap_or_default()[11..19].to_string(),
+                ends.collect(),
+            )
+        })
+        .collect();
+    let expected: Vec<(&str, Vec<&str>)> = vec![
+        ("c4d8e2f6", vec!["01"]),
+        ("9b1f3e5d", vec!["02"]),
+        ("3f1c6a0e", vec!["03"]),
+        ("1d3f5b7a", vec!["02", "03"]),
+        ("7a2e9d41", vec!["04"]),
+        ("7a2e9d41", vec!["05"]),
+        ("7a2e9d41", vec!["06"]),
+        ("5e7a9c1b", vec!["04", "05", "06"]),
+        ("e8a2c4b6", vec!["07"]),
+    ];
+    let expected: Vec<(String, Vec<String>)> = expected
+        .into_iter()
+        .map(|(i, r)| (i.to_string(), r.into_iter().map(String::from).collect()))
+        .collect();
+    assert_eq!(found, expected);
+
+    // Same input, same ids.
+    let again = sightline(&args, "");
+    let ids = |o: &Output| {
+        sightings(o)
+            .iter()
+            .map(|s| s["id"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&output), ids(&again));
+}
+
+#[test]
+fn match_skips_bad_lines_and_goes_on() {
+    let events = concat!(
+        "{\"type\": \"observed-data\", \"id\": \"observed-data--1\", \"number_observed\": 1,",
+        " \"first_observed\": \"2026-11-20T09:00:00Z\", \"last_observed\": \"2026-11-20T09:00:00Z\",",
+        " \"objects\": {\"0\": {\"type\": \"domain-name\", \"value\": \"login-update.example\"}}}\n",
+        "{not json\n",
+        "{\"type\": \"observed-data\", \"id\": \"observed-data--2\", \"number_observed\": 0,",
+        " \"first_observed\": \"2026-11-20T09:00:00Z\", \"last_observed\": \"2026-11-20T09:00:00Z\",",
+        " \"objects\": {}}\n",
+        "{\"type\": \"observed-data\", \"id\": \"observed-data--3\", \"number_observed\": 1,",
+        " \"first_observed\": \"2026-11-20T09:00:00Z\", \"last_observed\": \"2026-11-20T09:00:00Z\",",
+        " \"objects\": {\"0\": {\"type\": \"domain-name\", \"value\": \"login-update.example\"}}}\n",
+    );
+    let output = sightline(
+        &[
+            "match",
+            "--indicators",
+            "examples/indicators.json",
+            "--events",
+            "-",
+        ],
+        events,
+    );
+    assert_eq!(output.status.code(), Some(0));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("<stdin>: line 2: invalid JSON"), "{stderr}");
+    assert!(stderr.contains("line 3: observed-data observed-data--2: number_observed"));
+    assert!(stderr.contains("2 rejected inputs"), "{stderr}");
+    assert_eq!(sightings(&output).len(), 2);
+}
+
+#[test]
+fn match_without_usable_indicators_fails() {
+    let path = temp_file(
+        "bad-indicators.jsonl",
+        "{\"type\": \"indicator\", \"id\": \"indicator--1\", \"pattern\": \"[x:y = ]\"}\n",
+    );
+    let output = sightline(
+        &[
+            "match",
+            "--indicators",
+            path.to_str().unwrap_or_default(),
+            "--events",
+            "-",
+        ],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("indicator indicator--1: invalid pattern: column 8"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no usable indicator"), "{stderr}");
+}
