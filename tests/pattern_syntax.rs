@@ -10,27 +10,78 @@ use sightline::pattern::{ErrorKind, Limits, Pattern, PatternError, parse, parse_
 /// Every example pattern of STIX 2.1 §9.8, in the spec's spelling.
 const SPEC_EXAMPLES: &[&str] = &[
     r"[file:hashes.'SHA-256' = 'aec070645fe53ee3b3763059376134f058cc337247c978add178b6ccdfb0019f']",
-    r"[email-message:from_ref.value MATCHES '.+\\@example\\.com$' AND email-message:body_multipart[*].body_raw_ref.name MATCHES '^Final Report.+\\.exe$']",
-    r"[file:hashes.'SHA-256' = 'aec070645fe53ee3b3763059376134f058cc337247c978add178b6ccdfb0019f' AND file:mime_type = 'application/x-pdf']",
-    r"[file:hashes.'SHA-256' = 'bf07a7fbb825fc0aae7bf4a1177b2b31fcf8a3feeaf7092761e18c859ee52a9c' OR file:hashes.MD5 = 'cead3f77f6cda6ec00f57d76c9a6879f'] AND [file:hashes.'SHA-256' = 'aec070645fe53ee3b3763059376134f058cc337247c978add178b6ccdfb0019f']",
-    r"([file:hashes.MD5 = '79054025255fb1a26e4bc422aef54eb4'] FOLLOWEDBY [windows-registry-key:key = 'HKEY_LOCAL_MACHINE\\foo\\bar']) WITHIN 300 SECONDS",
-    r"[user-account:account_type = 'unix' AND user-account:user_id = '1007' AND user-account:account_login = 'Peter'] AND [user-account:account_type = 'unix' AND user-account:user_id = '1008' AND user-account:account_login = 'Paul'] AND [user-account:account_type = 'unix' AND user-account:user_id = '1009' AND user-account:account_login = 'Mary']",
-    r"[artifact:mime_type = 'application/vnd.tcpdump.pcap' AND artifact:payload_bin MATCHES '\\xd4\\xc3\\xb2\\xa1\\x02\\x00\\x04\\x00']",
+    concat!(
+        r"[email-message:from_ref.value MATCHES '.+\\@example\\.com$' AND ",
+        r"email-message:body_multipart[*].body_raw_ref.name MATCHES '^Final Report.+\\.exe$']",
+    ),
+    concat!(
+        r"[file:hashes.'SHA-256' = ",
+        r"'aec070645fe53ee3b3763059376134f058cc337247c978add178b6ccdfb0019f' AND file:mime_type = ",
+        r"'application/x-pdf']",
+    ),
+    concat!(
+        r"[file:hashes.'SHA-256' = ",
+        r"'bf07a7fbb825fc0aae7bf4a1177b2b31fcf8a3feeaf7092761e18c859ee52a9c' OR file:hashes.MD5 = ",
+        r"'cead3f77f6cda6ec00f57d76c9a6879f'] AND [file:hashes.'SHA-256' = ",
+        r"'aec070645fe53ee3b3763059376134f058cc337247c978add178b6ccdfb0019f']",
+    ),
+    concat!(
+        r"([file:hashes.MD5 = '79054025255fb1a26e4bc422aef54eb4'] FOLLOWEDBY ",
+        r"[windows-registry-key:key = 'HKEY_LOCAL_MACHINE\\foo\\bar']) WITHIN 300 SECONDS",
+    ),
+    concat!(
+        r"[user-account:account_type = 'unix' AND user-account:user_id = '1007' AND ",
+        r"user-account:account_login = 'Peter'] AND [user-account:account_type = 'unix' AND ",
+        r"user-account:user_id = '1008' AND user-account:account_login = 'Paul'] AND ",
+        r"[user-account:account_type = 'unix' AND user-account:user_id = '1009' AND ",
+        r"user-account:account_login = 'Mary']",
+    ),
+    concat!(
+        r"[artifact:mime_type = 'application/vnd.tcpdump.pcap' AND artifact:payload_bin MATCHES ",
+        r"'\\xd4\\xc3\\xb2\\xa1\\x02\\x00\\x04\\x00']",
+    ),
     r"[file:name = 'foo.dll' AND file:parent_directory_ref.path = 'C:\\Windows\\System32']",
     r"[file:extensions.'windows-pebinary-ext'.sections[*].entropy > 7.0]",
     r"[file:mime_type = 'image/bmp' AND file:magic_number_hex = h'ffd8']",
-    r"[network-traffic:dst_ref.type = 'ipv4-addr' AND network-traffic:dst_ref.value = '203.0.113.33/32']",
-    r"[network-traffic:dst_ref.type = 'domain-name' AND network-traffic:dst_ref.value = 'example.com'] REPEATS 5 TIMES WITHIN 1800 SECONDS",
-    r"[domain-name:value = 'www.5z8.info' AND domain-name:resolves_to_refs[*].value = '198.51.100.1/32']",
+    concat!(
+        r"[network-traffic:dst_ref.type = 'ipv4-addr' AND network-traffic:dst_ref.value = ",
+        r"'203.0.113.33/32']",
+    ),
+    concat!(
+        r"[network-traffic:dst_ref.type = 'domain-name' AND network-traffic:dst_ref.value = ",
+        r"'example.com'] REPEATS 5 TIMES WITHIN 1800 SECONDS",
+    ),
+    concat!(
+        r"[domain-name:value = 'www.5z8.info' AND domain-name:resolves_to_refs[*].value = ",
+        r"'198.51.100.1/32']",
+    ),
     r"[url:value = 'http://example.com/foo' OR url:value = 'http://example.com/bar']",
-    r"[x509-certificate:issuer = 'CN=WEBMAIL' AND x509-certificate:serial_number = '4c:0b:1d:19:74:86:a7:66:b4:1a:bf:40:27:21:76:28']",
-    r"[windows-registry-key:key = 'HKEY_CURRENT_USER\\Software\\CryptoLocker\\Files' OR windows-registry-key:key = 'HKEY_CURRENT_USER\\Software\\Microsoft\\CurrentVersion\\Run\\CryptoLocker_0388']",
+    concat!(
+        r"[x509-certificate:issuer = 'CN=WEBMAIL' AND x509-certificate:serial_number = ",
+        r"'4c:0b:1d:19:74:86:a7:66:b4:1a:bf:40:27:21:76:28']",
+    ),
+    concat!(
+        r"[windows-registry-key:key = 'HKEY_CURRENT_USER\\Software\\CryptoLocker\\Files' OR ",
+        r"windows-registry-key:key = ",
+        r"'HKEY_CURRENT_USER\\Software\\Microsoft\\CurrentVersion\\Run\\CryptoLocker_0388']",
+    ),
     r"[(file:name = 'pdf.exe' OR file:size = 371712) AND file:created = t'2014-01-13T07:03:17Z']",
-    r"[email-message:sender_ref.value = 'jdoe@example.com' AND email-message:subject = 'Conference Info']",
+    concat!(
+        r"[email-message:sender_ref.value = 'jdoe@example.com' AND email-message:subject = ",
+        r"'Conference Info']",
+    ),
     r"[x-usb-device:usbdrive.serial_number = '575833314133343231313937']",
-    r"[process:command_line MATCHES '^.+>-add GlobalSign.cer -c -s -r localMachine Root$'] FOLLOWEDBY [process:command_line MATCHES'^.+>-add GlobalSign.cer -c -s -r localMachineTrustedPublisher$'] WITHIN 300 SECONDS",
+    concat!(
+        r"[process:command_line MATCHES '^.+>-add GlobalSign.cer -c -s -r localMachine Root$'] ",
+        r"FOLLOWEDBY [process:command_line MATCHES'^.+>-add GlobalSign.cer -c -s -r ",
+        r"localMachineTrustedPublisher$'] WITHIN 300 SECONDS",
+    ),
     r"[network-traffic:dst_ref.value ISSUBSET '2001:0db8:dead:beef:0000:0000:0000:0000/64']",
-    r"([file:name = 'foo.dll'] AND [windows-registry-key:key = 'HKEY_LOCAL_MACHINE\\foo\\bar']) OR [process:name = 'fooproc' OR process:name = 'procfoo']",
+    concat!(
+        r"([file:name = 'foo.dll'] AND [windows-registry-key:key = ",
+        r"'HKEY_LOCAL_MACHINE\\foo\\bar']) OR [process:name = 'fooproc' OR process:name = ",
+        r"'procfoo']",
+    ),
 ];
 
 /// Every comparison operator, with and without `NOT`.
@@ -86,7 +137,10 @@ const QUALIFIERS: &[&str] = &[
     r"[a:b = 1] WITHIN +5 SECONDS",
     r"[a:b = 1] REPEATS 2 TIMES",
     r"[a:b = 1] START t'2020-01-01T00:00:00Z' STOP t'2020-01-02T00:00:00Z'",
-    r"[a:b = 1] REPEATS 2 TIMES WITHIN 5 SECONDS START t'2020-01-01T00:00:00Z' STOP t'2020-01-01T00:00:00.001Z'",
+    concat!(
+        r"[a:b = 1] REPEATS 2 TIMES WITHIN 5 SECONDS START t'2020-01-01T00:00:00Z' STOP ",
+        r"t'2020-01-01T00:00:00.001Z'",
+    ),
     r"[a:b = 1] START t'2020-01-01T00:00:00Z' STOP t'2020-01-02T00:00:00Z' WITHIN 5 SECONDS",
     r"([a:b = 1] FOLLOWEDBY [c:d = 2]) REPEATS 2 TIMES",
     r"([a:b = 1] AND [c:d = 2]) WITHIN 10.5 SECONDS",
@@ -432,7 +486,10 @@ const INVALID: &[(&str, usize, &str)] = &[
         "WITHIN is applied twice",
     ),
     (
-        r"[a:b = 1] START t'2020-01-01T00:00:00Z' STOP t'2020-01-02T00:00:00Z' START t'2020-01-01T00:00:00Z' STOP t'2020-01-03T00:00:00Z'",
+        concat!(
+            r"[a:b = 1] START t'2020-01-01T00:00:00Z' STOP t'2020-01-02T00:00:00Z' START ",
+            r"t'2020-01-01T00:00:00Z' STOP t'2020-01-03T00:00:00Z'",
+        ),
         70,
         "START/STOP is applied twice",
     ),
@@ -483,7 +540,10 @@ const INVALID: &[(&str, usize, &str)] = &[
         "is not an IPv4 or IPv6 address",
     ),
     (
-        r"[file:hashes.'SHA-256' = 'aec070645fe53ee3b3763059376134f058cc337247c978add178b6ccdfb0019']",
+        concat!(
+            r"[file:hashes.'SHA-256' = ",
+            r"'aec070645fe53ee3b3763059376134f058cc337247c978add178b6ccdfb0019']",
+        ),
         2,
         "is not a SHA-256 digest: expected 64 hex digits",
     ),
@@ -838,8 +898,14 @@ const CANONICAL: &[(&str, &str)] = &[
         r"[(a:b = 1 AND a:c = 2) AND a:d = 3]",
     ),
     (
-        r"[file:hashes.'SHA-256' = 'aec070645fe53ee3b3763059376134f058cc337247c978add178b6ccdfb0019f']",
-        r"[file:hashes.'SHA-256' = 'aec070645fe53ee3b3763059376134f058cc337247c978add178b6ccdfb0019f']",
+        concat!(
+            r"[file:hashes.'SHA-256' = ",
+            r"'aec070645fe53ee3b3763059376134f058cc337247c978add178b6ccdfb0019f']",
+        ),
+        concat!(
+            r"[file:hashes.'SHA-256' = ",
+            r"'aec070645fe53ee3b3763059376134f058cc337247c978add178b6ccdfb0019f']",
+        ),
     ),
     (
         r"[file:hashes.'MD5' = '79054025255fb1a26e4bc422aef54eb4']",

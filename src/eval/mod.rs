@@ -175,88 +175,266 @@ pub fn bindings<S: ObservationSet + ?Sized>(
     expr: &ObservationExpr,
     set: &S,
 ) -> Result<BTreeSet<Binding>, EvalError> {
+    bindings_including(expr, set, None)
+}
+
+/// The bindings of `expr` over `set`; with `required`, only (at least)
+/// those that use observation `required`, which is what a stream needs when
+/// that observation has just arrived.
+///
+/// # Errors
+///
+/// As [`matches`].
+pub fn bindings_including<S: ObservationSet + ?Sized>(
+    expr: &ObservationExpr,
+    set: &S,
+    required: Option<usize>,
+) -> Result<BTreeSet<Binding>, EvalError> {
     let mut next_leaf = 0;
-    bindings_from(expr, set, &mut next_leaf)
+    let context = Context {
+        span_limit: None,
+        windows: Vec::new(),
+        span_only: true,
+        required,
+    };
+    let found = bindings_from(expr, set, &mut next_leaf, &context)?;
+    Ok(match required {
+        Some(r) => found
+            .into_iter()
+            .filter(|b| b.observations().any(|i| i == r))
+            .collect(),
+        None => found,
+    })
+}
+
+/// What the enclosing expressions ask of a sub-expression's bindings. Both
+/// restrictions are safe to apply early: joining bindings only widens their
+/// span and adds observations.
+#[derive(Clone)]
+struct Context {
+    /// The smallest enclosing `WITHIN`, in nanoseconds: no binding whose
+    /// span reaches it can be part of a match.
+    span_limit: Option<i128>,
+    /// Enclosing `START`/`STOP` intervals that every observation must
+    /// overlap.
+    windows: Vec<(Timestamp, Timestamp)>,
+    /// Only the span and observations of a binding matter above, not which
+    /// instances it uses (no `AND`, `FOLLOWEDBY` or `REPEATS` encloses it):
+    /// one binding per start time is enough.
+    span_only: bool,
+    /// Observation every reported binding must use (see
+    /// [`bindings_including`]).
+    required: Option<usize>,
+}
+
+impl Context {
+    fn fits<S: ObservationSet + ?Sized>(&self, binding: &Binding, set: &S) -> bool {
+        match self.span_limit {
+            Some(limit) => {
+                let (first, last) = binding.span(set);
+                last.nanos_since(first) < limit
+            }
+            None => true,
+        }
+    }
+
+    fn observation_allowed<S: ObservationSet + ?Sized>(&self, i: usize, set: &S) -> bool {
+        let (first, last) = set.interval(i);
+        self.windows
+            .iter()
+            .all(|(start, stop)| first < *stop && last >= *start)
+    }
+
+    fn nested(&self) -> Context {
+        Context {
+            span_only: false,
+            ..self.clone()
+        }
+    }
 }
 
 fn bindings_from<S: ObservationSet + ?Sized>(
     expr: &ObservationExpr,
     set: &S,
     next_leaf: &mut usize,
+    context: &Context,
 ) -> Result<BTreeSet<Binding>, EvalError> {
     let result = match expr {
         ObservationExpr::Observation(comparison) => {
             let leaf = *next_leaf;
             *next_leaf += 1;
             (0..set.len())
+                .filter(|&i| context.observation_allowed(i, set))
                 .filter(|&i| set.leaf_matches(leaf, comparison, i))
                 .map(|i| Binding { uses: vec![(i, 1)] })
+                .filter(|b| context.fits(b, set))
                 .collect()
         }
         ObservationExpr::Or(items) => {
             let mut all = BTreeSet::new();
             for item in items {
-                all.extend(bindings_from(item, set, next_leaf)?);
+                all.extend(bindings_from(item, set, next_leaf, context)?);
                 check_size(&all)?;
             }
             all
         }
         ObservationExpr::And(items) | ObservationExpr::FollowedBy(items) => {
             let ordered = matches!(expr, ObservationExpr::FollowedBy(_));
-            let mut acc = bindings_from(&items[0], set, next_leaf)?;
+            let inner = context.nested();
+            let mut acc = bindings_from(&items[0], set, next_leaf, &inner)?;
             for item in &items[1..] {
-                let next = bindings_from(item, set, next_leaf)?;
-                acc = join_all(&acc, &next, set, |a, b| {
+                let next = bindings_from(item, set, next_leaf, &inner)?;
+                acc = join_all(&acc, &next, set, context, |a, b| {
                     !ordered || a.span(set).1 <= b.span(set).0
                 })?;
             }
             acc
         }
         ObservationExpr::Qualified(inner, qualifier) => {
-            let inner_set = bindings_from(inner, set, next_leaf)?;
-            qualify(inner_set, qualifier, set)?
+            qualified(inner, qualifier, set, next_leaf, context)?
         }
     };
     check_size(&result)?;
     Ok(result)
 }
 
-fn qualify<S: ObservationSet + ?Sized>(
-    bindings: BTreeSet<Binding>,
+fn qualified<S: ObservationSet + ?Sized>(
+    inner: &ObservationExpr,
     qualifier: &Qualifier,
     set: &S,
+    next_leaf: &mut usize,
+    context: &Context,
 ) -> Result<BTreeSet<Binding>, EvalError> {
-    Ok(match qualifier {
+    match qualifier {
         Qualifier::Within(seconds) => {
             let limit = seconds.as_nanos();
-            bindings
-                .into_iter()
-                .filter(|b| {
-                    let (first, last) = b.span(set);
-                    last.nanos_since(first) < limit
-                })
-                .collect()
+            let tighter = context.span_limit.map_or(limit, |l| l.min(limit));
+            let within = Context {
+                span_limit: Some(tighter),
+                ..context.clone()
+            };
+            bindings_from(inner, set, next_leaf, &within)
         }
-        Qualifier::StartStop { start, stop } => bindings
-            .into_iter()
-            .filter(|b| {
-                b.observations().all(|i| {
-                    let (first, last) = set.interval(i);
-                    first < *stop && last >= *start
-                })
-            })
-            .collect(),
+        Qualifier::StartStop { start, stop } => {
+            let mut windows = context.windows.clone();
+            windows.push((*start, *stop));
+            let bounded = Context {
+                windows,
+                ..context.clone()
+            };
+            bindings_from(inner, set, next_leaf, &bounded)
+        }
         Qualifier::Repeats(n) => {
-            let mut acc = bindings.clone();
-            for _ in 1..*n {
-                if acc.is_empty() {
-                    break;
+            if context.span_only {
+                if let ObservationExpr::Observation(comparison) = inner {
+                    let leaf = *next_leaf;
+                    *next_leaf += 1;
+                    return Ok(repeats_of_leaf(comparison, leaf, *n, set, context));
                 }
-                acc = join_all(&acc, &bindings, set, |_, _| true)?;
             }
-            acc
+            let once = bindings_from(inner, set, next_leaf, &context.nested())?;
+            repeats(&once, *n, set, context)
         }
-    })
+    }
+}
+
+/// `n` pairwise joinable bindings of `once`, as combinations with
+/// repetition (each multiset of bindings is built once, in index order, not
+/// in every order; one binding may repeat when the instance counts allow).
+fn repeats<S: ObservationSet + ?Sized>(
+    once: &BTreeSet<Binding>,
+    n: u32,
+    set: &S,
+    context: &Context,
+) -> Result<BTreeSet<Binding>, EvalError> {
+    let items: Vec<&Binding> = once.iter().collect();
+    // Partial combinations: the joined binding and the index of the last
+    // item used.
+    let mut partial: Vec<(Binding, usize)> = items
+        .iter()
+        .enumerate()
+        .map(|(i, b)| ((*b).clone(), i))
+        .collect();
+    for _ in 1..n {
+        let mut next = Vec::new();
+        for (binding, last) in &partial {
+            for (j, item) in items.iter().enumerate().skip(*last) {
+                if let Some(joined) = binding.join(item, set) {
+                    if context.fits(&joined, set) {
+                        next.push((joined, j));
+                        if next.len() > MAX_BINDINGS {
+                            return Err(EvalError::TooLarge);
+                        }
+                    }
+                }
+            }
+        }
+        partial = next;
+        if partial.is_empty() {
+            break;
+        }
+    }
+    Ok(partial.into_iter().map(|(b, _)| b).collect())
+}
+
+/// `[c] REPEATS n TIMES` where only spans matter above: for each possible
+/// earliest observation, the binding that ends soonest. Any other binding
+/// with the same start ends no sooner, so it can satisfy nothing more.
+fn repeats_of_leaf<S: ObservationSet + ?Sized>(
+    comparison: &ComparisonExpr,
+    leaf: usize,
+    n: u32,
+    set: &S,
+    context: &Context,
+) -> BTreeSet<Binding> {
+    let hits: Vec<usize> = (0..set.len())
+        .filter(|&i| context.observation_allowed(i, set))
+        .filter(|&i| set.leaf_matches(leaf, comparison, i))
+        .collect();
+    if context.required.is_some_and(|r| !hits.contains(&r)) {
+        return BTreeSet::new();
+    }
+    let mut by_end = hits.clone();
+    by_end.sort_by_key(|&i| (set.interval(i).1, i));
+
+    let mut out = BTreeSet::new();
+    for &start in &hits {
+        let first = set.interval(start).0;
+        let mut counts: BTreeMap<usize, u32> = BTreeMap::new();
+        let mut taken = 0u32;
+        // The start, and the required observation, are always in.
+        for must in std::iter::once(start).chain(context.required) {
+            if set.interval(must).0 < first || counts.get(&must).is_some() {
+                continue;
+            }
+            counts.insert(must, 1);
+            taken += 1;
+        }
+        if context.required.is_some_and(|r| !counts.contains_key(&r)) || taken > n {
+            continue;
+        }
+        for &i in &by_end {
+            if taken == n {
+                break;
+            }
+            if set.interval(i).0 < first {
+                continue;
+            }
+            let used = counts.entry(i).or_insert(0);
+            let more = (set.count(i) - *used).min(n - taken);
+            *used += more;
+            taken += more;
+        }
+        if taken == n {
+            let binding = Binding {
+                uses: counts.into_iter().filter(|(_, c)| *c > 0).collect(),
+            };
+            if context.fits(&binding, set) {
+                out.insert(binding);
+            }
+        }
+    }
+    out
 }
 
 /// Every pairwise join of `left` and `right` that fits the instance counts
@@ -265,6 +443,7 @@ fn join_all<S: ObservationSet + ?Sized>(
     left: &BTreeSet<Binding>,
     right: &BTreeSet<Binding>,
     set: &S,
+    context: &Context,
     accept: impl Fn(&Binding, &Binding) -> bool,
 ) -> Result<BTreeSet<Binding>, EvalError> {
     let mut out = BTreeSet::new();
@@ -272,8 +451,10 @@ fn join_all<S: ObservationSet + ?Sized>(
         for b in right {
             if accept(a, b) {
                 if let Some(joined) = a.join(b, set) {
-                    out.insert(joined);
-                    check_size(&out)?;
+                    if context.fits(&joined, set) {
+                        out.insert(joined);
+                        check_size(&out)?;
+                    }
                 }
             }
         }

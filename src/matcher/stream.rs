@@ -20,7 +20,7 @@ use std::sync::Arc;
 use super::index::FastMap;
 use super::segment::{LeafHit, Plan};
 use super::{IndicatorRecord, SlotId, Snapshot};
-use crate::eval::{ObservationSet, bindings};
+use crate::eval::{ObservationSet, bindings_including};
 use crate::pattern::{ComparisonExpr, ObservationExpr, Pattern, Qualifier};
 use crate::stix::observation::Observation;
 use crate::stix::timestamp::Timestamp;
@@ -213,7 +213,7 @@ impl StreamState {
         let view = WindowView {
             entries: &window.entries,
         };
-        let found = match bindings(&pattern.root, &view) {
+        let found = match bindings_including(&pattern.root, &view, Some(new_index)) {
             Ok(found) => found,
             Err(_) => {
                 self.stats.too_large += 1;

@@ -74,7 +74,7 @@ impl Seconds {
     pub fn as_nanos(self) -> i128 {
         match self {
             Seconds::Int(s) => i128::from(s) * 1_000_000_000,
-            Seconds::Float(s) => (s * 1e9) as i128,
+            Seconds::Float(s) => (s * 1e9).round() as i128,
         }
     }
 }
@@ -186,7 +186,8 @@ pub struct ObjectPath {
 pub enum PathStep {
     /// A property or dictionary key (`.name` or `.'quoted name'`).
     Key(String),
-    /// A list position (`[n]`); negative positions count from the end.
+    /// A list position (`[n]`); positions outside `0..len`, negative ones
+    /// included, reach nothing (§9.7.2).
     Index(i64),
     /// Any list element (`[*]`).
     AnyIndex,

@@ -599,6 +599,11 @@ fn describe(token: &Token, text: &str) -> String {
         Tok::Ident { .. } if Keyword::is_reserved(&raw.to_ascii_uppercase()) => {
             format!("{raw:?} (keywords are written in upper case)")
         }
+        Tok::Ident { .. }
+            if raw.eq_ignore_ascii_case("true") || raw.eq_ignore_ascii_case("false") =>
+        {
+            format!("{raw:?} (booleans are written true and false)")
+        }
         Tok::Ident { .. } => format!("identifier {raw:?}"),
         Tok::Str(_) => format!("string {raw}"),
         Tok::Int(_) | Tok::Float(_) => format!("number {raw}"),

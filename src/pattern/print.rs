@@ -38,8 +38,9 @@ impl Display for ObservationExpr {
             ObservationExpr::Qualified(inner, qualifier) => {
                 // A qualifier binds to the expression just before it, so
                 // anything wider than a bracket or another qualifier needs
-                // parentheses.
-                if observation_rank(inner) == 3 {
+                // parentheses; so does a chain that already has a qualifier
+                // of this kind, which the parser would refuse unparenthesised.
+                if observation_rank(inner) == 3 && !chain_has(inner, qualifier) {
                     write!(f, "{inner} {qualifier}")
                 } else {
                     write!(f, "({inner}) {qualifier}")
@@ -47,6 +48,18 @@ impl Display for ObservationExpr {
             }
         }
     }
+}
+
+/// True when the unparenthesised qualifier chain ending in `expr` already
+/// holds a qualifier of the same kind as `qualifier`.
+fn chain_has(mut expr: &ObservationExpr, qualifier: &Qualifier) -> bool {
+    while let ObservationExpr::Qualified(inner, q) = expr {
+        if q.keyword() == qualifier.keyword() {
+            return true;
+        }
+        expr = inner;
+    }
+    false
 }
 
 /// Writes operands joined by `sep`; an operand whose operator binds as

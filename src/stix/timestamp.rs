@@ -86,6 +86,14 @@ impl Timestamp {
     /// Returns [`TimestampError`] when the shape is wrong, a field is out of
     /// range for the calendar, or the zone is not `Z`.
     pub fn parse_stix(text: &str) -> Result<Timestamp, TimestampError> {
+        let b = text.as_bytes();
+        // The strict form has an upper-case T between date and time.
+        if b.get(10).is_some_and(|&c| c != b'T') {
+            return Err(TimestampError::Shape);
+        }
+        if b.last() == Some(&b'z') {
+            return Err(TimestampError::Shape);
+        }
         let (ts, offset) = parse_with_offset(text)?;
         if offset.is_some() {
             return Err(TimestampError::NotUtc);
