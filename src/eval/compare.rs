@@ -11,7 +11,7 @@ use std::cmp::Ordering;
 use base64::Engine as _;
 use serde_json::Value;
 
-use super::regex::{compile_like, compile_matches};
+use super::regex::{cached_like, cached_matches};
 use crate::pattern::validate::{hash_algorithm, is_binary_path};
 use crate::pattern::{Comparison, ComparisonExpr, Literal, ObjectPath, PathStep, PropTest};
 use crate::stix::net::{net_contains, parse_ip_net};
@@ -21,8 +21,8 @@ use crate::stix::timestamp::Timestamp;
 /// True when some object of `obs` satisfies `expr`.
 pub fn observation_matches(expr: &ComparisonExpr, obs: &Observation) -> bool {
     obs.objects
-        .values()
-        .any(|object| object_matches(expr, object, obs))
+        .iter()
+        .any(|object| object_matches(expr, &object.value, obs))
 }
 
 /// True when `expr` holds with every path starting from `object`.
@@ -77,88 +77,107 @@ pub(crate) fn resolve<'a>(
     object: &'a Value,
     obs: &'a Observation,
 ) -> Vec<Reached<'a>> {
-    let owner = object
+    let mut out = Vec::new();
+    let object_type = object
         .get("type")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    for_each_reached(path, object_type, object, obs, &mut |r| out.push(r));
+    out
+}
+
+/// Calls `f` with every value `path` reaches from `object`, without
+/// allocating: the matcher runs this for every indexed path of every
+/// object it sees.
+pub(crate) fn for_each_reached<'a>(
+    path: &ObjectPath,
+    object_type: &'a str,
+    object: &'a Value,
+    obs: &'a Observation,
+    f: &mut impl FnMut(Reached<'a>),
+) {
     let start = Step {
         value: object,
-        owner,
+        owner: object_type,
         is_object: true,
         is_value_property: false,
     };
-    let mut current = vec![start];
-    let mut follows_ref = false;
+    walk(&path.steps, start, false, obs, f);
+}
 
-    for step in &path.steps {
-        let mut next = Vec::new();
-        for here in current {
-            match step {
-                PathStep::Key(key) => {
-                    // A key after a `_ref`/`_refs` value reads the
-                    // referenced object of the same observation (§9.7.4).
-                    let here = if follows_ref {
-                        match here.value.as_str().and_then(|id| obs.objects.get(id)) {
-                            Some(target) => Step {
-                                value: target,
-                                owner: target
-                                    .get("type")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or_default(),
-                                is_object: true,
-                                is_value_property: false,
-                            },
-                            None => continue,
-                        }
-                    } else {
-                        here
-                    };
-                    if let Some(child) = here.value.get(key.as_str()) {
-                        next.push(Step {
-                            value: child,
-                            owner: here.owner,
-                            is_object: false,
-                            is_value_property: here.is_object && key == "value",
-                        });
-                    }
+fn walk<'a>(
+    steps: &[PathStep],
+    here: Step<'a>,
+    follows_ref: bool,
+    obs: &'a Observation,
+    f: &mut impl FnMut(Reached<'a>),
+) {
+    let Some((step, rest)) = steps.split_first() else {
+        let is_ip_value = here.is_value_property && matches!(here.owner, "ipv4-addr" | "ipv6-addr");
+        f(Reached {
+            value: here.value,
+            is_ip_value,
+        });
+        return;
+    };
+    match step {
+        PathStep::Key(key) => {
+            // A key after a `_ref`/`_refs` value reads the referenced object
+            // of the same observation (§9.7.4).
+            let here = if follows_ref {
+                let Some(target) = here.value.as_str().and_then(|id| obs.object(id)) else {
+                    return;
+                };
+                let owner = target
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                Step {
+                    value: target,
+                    owner,
+                    is_object: true,
+                    is_value_property: false,
                 }
-                PathStep::Index(i) => {
-                    let element = usize::try_from(*i)
-                        .ok()
-                        .and_then(|i| here.value.as_array()?.get(i));
-                    if let Some(element) = element {
-                        next.push(Step {
-                            value: element,
-                            is_object: false,
-                            is_value_property: false,
-                            ..here
-                        });
-                    }
-                }
-                PathStep::AnyIndex => {
-                    if let Some(items) = here.value.as_array() {
-                        next.extend(items.iter().map(|element| Step {
-                            value: element,
-                            is_object: false,
-                            is_value_property: false,
-                            ..here
-                        }));
-                    }
-                }
+            } else {
+                here
+            };
+            if let Some(child) = here.value.get(key.as_str()) {
+                let next = Step {
+                    value: child,
+                    owner: here.owner,
+                    is_object: false,
+                    is_value_property: here.is_object && key == "value",
+                };
+                let is_ref = key.ends_with("_ref") || key.ends_with("_refs");
+                walk(rest, next, is_ref, obs, f);
             }
         }
-        if let PathStep::Key(key) = step {
-            follows_ref = key.ends_with("_ref") || key.ends_with("_refs");
+        PathStep::Index(i) => {
+            let element = usize::try_from(*i)
+                .ok()
+                .and_then(|i| here.value.as_array()?.get(i));
+            if let Some(element) = element {
+                let next = Step {
+                    value: element,
+                    is_object: false,
+                    is_value_property: false,
+                    ..here
+                };
+                walk(rest, next, follows_ref, obs, f);
+            }
         }
-        current = next;
+        PathStep::AnyIndex => {
+            for element in here.value.as_array().into_iter().flatten() {
+                let next = Step {
+                    value: element,
+                    is_object: false,
+                    is_value_property: false,
+                    ..here
+                };
+                walk(rest, next, follows_ref, obs, f);
+            }
+        }
     }
-    current
-        .into_iter()
-        .map(|s| Reached {
-            value: s.value,
-            is_ip_value: s.is_value_property && matches!(s.owner, "ipv4-addr" | "ipv6-addr"),
-        })
-        .collect()
 }
 
 /// How values at a path are to be read.
@@ -234,20 +253,20 @@ fn compare(op: &Comparison, reached: &Reached<'_>, kind: ValueKind) -> bool {
         Comparison::In(items) => items.iter().any(|lit| equal(lit) == Some(true)),
         Comparison::Like(pattern) => match reached.value.as_str() {
             Some(text) if kind == ValueKind::Plain || kind == ValueKind::HexDigest => {
-                compile_like(pattern).is_ok_and(|re| re.is_match(&super::nfc(text)))
+                cached_like(pattern).is_some_and(|re| re.is_match(&super::nfc(text)))
             }
             _ => false,
         },
         Comparison::Matches(pattern) => match kind {
             ValueKind::Hex | ValueKind::Base64 => match decode_binary(reached.value, kind) {
                 Some(bytes) => {
-                    compile_matches(pattern, true).is_ok_and(|re| re.is_match_bytes(&bytes))
+                    cached_matches(pattern, true).is_some_and(|re| re.is_match_bytes(&bytes))
                 }
                 None => false,
             },
             _ => match reached.value.as_str() {
-                Some(text) => compile_matches(pattern, false)
-                    .is_ok_and(|re| re.is_match_text(&super::nfc(text))),
+                Some(text) => cached_matches(pattern, false)
+                    .is_some_and(|re| re.is_match_text(&super::nfc(text))),
                 None => false,
             },
         },

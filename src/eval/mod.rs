@@ -31,7 +31,7 @@ pub mod regex;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-pub(crate) use compare::{Reached, resolve};
+pub(crate) use compare::{Reached, for_each_reached};
 pub use compare::{object_matches, observation_matches};
 
 use crate::pattern::{ComparisonExpr, ObservationExpr, Pattern, Qualifier};
@@ -404,7 +404,7 @@ fn repeats_of_leaf<S: ObservationSet + ?Sized>(
         let mut taken = 0u32;
         // The start, and the required observation, are always in.
         for must in std::iter::once(start).chain(context.required) {
-            if set.interval(must).0 < first || counts.get(&must).is_some() {
+            if set.interval(must).0 < first || counts.contains_key(&must) {
                 continue;
             }
             counts.insert(must, 1);

@@ -8,8 +8,88 @@
 //! semantics; `_bin` and `_hex` properties are matched byte by byte, without
 //! the Unicode flag, as the specification requires.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use regex::RegexBuilder;
 use regex::bytes::RegexBuilder as BytesRegexBuilder;
+
+/// Most compiled expressions kept per thread; the cache is emptied when it
+/// fills. Verification runs the same few expressions over and over, so a
+/// simple bound works as well as an LRU here.
+const CACHE_ENTRIES: usize = 4096;
+
+/// What a cached expression was compiled as.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Flavor {
+    MatchesText,
+    MatchesBytes,
+    Like,
+}
+
+/// A compiled expression, shared from the cache.
+#[derive(Clone)]
+enum Compiled {
+    Matches(Arc<MatchesRegex>),
+    Like(Arc<regex::Regex>),
+}
+
+thread_local! {
+    /// Compiled expressions by pattern text, one slot per [`Flavor`]; an
+    /// inner `None` records that the text does not compile.
+    static CACHE: RefCell<HashMap<String, [Option<Option<Compiled>>; 3]>> =
+        RefCell::new(HashMap::new());
+}
+
+/// Looks `pattern` up in this thread's cache, compiling it on a miss.
+fn cached(flavor: Flavor, pattern: &str) -> Option<Compiled> {
+    let slot = flavor as usize;
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(Some(found)) = cache.get(pattern).map(|slots| slots[slot].clone()) {
+            return found;
+        }
+        let compiled = match flavor {
+            Flavor::MatchesText => compile_matches(pattern, false)
+                .ok()
+                .map(|r| Compiled::Matches(Arc::new(r))),
+            Flavor::MatchesBytes => compile_matches(pattern, true)
+                .ok()
+                .map(|r| Compiled::Matches(Arc::new(r))),
+            Flavor::Like => compile_like(pattern)
+                .ok()
+                .map(|r| Compiled::Like(Arc::new(r))),
+        };
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.entry(pattern.to_string()).or_default()[slot] = Some(compiled.clone());
+        compiled
+    })
+}
+
+/// The compiled `MATCHES` expression for `pattern`, from the per-thread
+/// cache; `None` when it does not compile.
+pub fn cached_matches(pattern: &str, binary: bool) -> Option<Arc<MatchesRegex>> {
+    let flavor = if binary {
+        Flavor::MatchesBytes
+    } else {
+        Flavor::MatchesText
+    };
+    match cached(flavor, pattern)? {
+        Compiled::Matches(re) => Some(re),
+        Compiled::Like(_) => None,
+    }
+}
+
+/// The compiled `LIKE` expression for `pattern`, from the per-thread cache.
+pub fn cached_like(pattern: &str) -> Option<Arc<regex::Regex>> {
+    match cached(Flavor::Like, pattern)? {
+        Compiled::Like(re) => Some(re),
+        Compiled::Matches(_) => None,
+    }
+}
 
 /// Upper bound on the compiled size of one expression, in bytes.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;

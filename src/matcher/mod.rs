@@ -142,24 +142,29 @@ impl Snapshot {
         total
     }
 
-    /// Every leaf of a live indicator that holds on `obs`.
-    pub(crate) fn leaf_hits<'s>(&'s self, obs: &Observation, out: &mut Vec<LeafHit<'s>>) {
-        let mut scratch = Vec::new();
+    /// Every leaf of a live indicator that holds on `obs`. `scratch` is
+    /// reused between calls.
+    pub(crate) fn leaf_hits<'s>(
+        &'s self,
+        obs: &Observation,
+        scratch: &mut Vec<(u32, u32)>,
+        out: &mut Vec<LeafHit<'s>>,
+    ) {
         for (i, segment) in self.segments.iter().enumerate() {
             let start = out.len();
-            segment.leaf_hits(obs, &mut scratch, out);
+            segment.leaf_hits(obs, scratch, out);
             // Drop hits on slots that a newer segment removed.
             let newer = &self.segments[i + 1..];
-            if !newer.iter().all(|s| s.removed.is_empty()) {
-                let mut k = start;
+            if out.len() > start && newer.iter().any(|s| !s.removed.is_empty()) {
+                let mut kept = start;
                 for j in start..out.len() {
                     let id = out[j].slot.id;
                     if !newer.iter().any(|s| s.removed.contains(&id)) {
-                        out[k] = out[j];
-                        k += 1;
+                        out[kept] = out[j];
+                        kept += 1;
                     }
                 }
-                out.truncate(k);
+                out.truncate(kept);
             }
         }
     }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::anchor::{LeafAnchors, leaf_anchors};
 use super::index::{FastMap, FieldIndex, Target};
 use super::{IndicatorRecord, SlotId};
-use crate::eval::{object_matches, resolve};
+use crate::eval::{for_each_reached, object_matches};
 use crate::pattern::{ComparisonExpr, ObservationExpr, Pattern};
 use crate::stix::observation::Observation;
 
@@ -185,25 +185,25 @@ impl Segment {
     }
 
     /// Appends every leaf of this segment that holds on `obs` to `out`.
+    /// `scratch` is reused between calls.
     pub(crate) fn leaf_hits<'s>(
         &'s self,
         obs: &Observation,
-        scratch: &mut Vec<(Target, usize)>,
+        scratch: &mut Vec<(Target, u32)>,
         out: &mut Vec<LeafHit<'s>>,
     ) {
         scratch.clear();
         let mut targets = Vec::new();
-        for (object_no, object) in obs.objects.values().enumerate() {
-            let Some(ty) = object.get("type").and_then(Value::as_str) else {
-                continue;
-            };
+        for (object_no, object) in obs.objects.iter().enumerate() {
+            let object_no = object_no as u32;
+            let ty = object.object_type.as_str();
             if let Some(fields) = self.fields.get(ty) {
                 for field in fields {
-                    for reached in resolve(&field.path, object, obs) {
+                    for_each_reached(&field.path, ty, &object.value, obs, &mut |reached| {
                         targets.clear();
                         field.lookup(&reached, &mut targets);
                         scratch.extend(targets.iter().map(|t| (*t, object_no)));
-                    }
+                    });
                 }
             }
             if let Some(list) = self.unanchored.get(ty) {
@@ -216,7 +216,6 @@ impl Segment {
         scratch.sort_unstable();
         scratch.dedup();
 
-        let objects: Vec<&Value> = obs.objects.values().collect();
         let mut last_target = None;
         for &(target, object_no) in scratch.iter() {
             if last_target == Some(target) {
@@ -224,7 +223,8 @@ impl Segment {
             }
             let leaf = self.leaves[target as usize];
             let slot = &self.slots[leaf.slot as usize];
-            if leaf.verify && !self.verify(slot, leaf.leaf, objects[object_no], obs) {
+            let object = &obs.objects[object_no as usize].value;
+            if leaf.verify && !self.verify(slot, leaf.leaf, object, obs) {
                 continue;
             }
             last_target = Some(target);

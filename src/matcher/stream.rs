@@ -97,6 +97,8 @@ pub struct StreamState {
     windows: FastMap<Arc<str>, Window>,
     watermark: Option<Timestamp>,
     stats: StreamStats,
+    /// Candidate buffer reused between observations.
+    scratch: Vec<(u32, u32)>,
 }
 
 impl StreamState {
@@ -125,7 +127,7 @@ impl StreamState {
         self.watermark = Some(self.watermark.map_or(newest, |w| w.max(newest)));
 
         let mut hits: Vec<LeafHit<'_>> = Vec::new();
-        snapshot.leaf_hits(&observation, &mut hits);
+        snapshot.leaf_hits(&observation, &mut self.scratch, &mut hits);
         hits.sort_by_key(|h| (h.slot.id, h.leaf));
 
         let mut matches = Vec::new();

@@ -10,11 +10,56 @@ use ipnet::IpNet;
 /// prefix. Host bits after the prefix are cleared. Returns `None` for
 /// anything else.
 pub fn parse_ip_net(text: &str) -> Option<IpNet> {
+    if let Some(v4) = parse_dotted_quad(text) {
+        return Some(IpNet::from(IpAddr::V4(v4)));
+    }
     if text.contains('/') {
         text.parse::<IpNet>().ok().map(|net| net.trunc())
     } else {
         text.parse::<IpAddr>().ok().map(IpNet::from)
     }
+}
+
+/// Reads a plain dotted-quad IPv4 address, the most common value on the
+/// matching path, without the general parser. Accepts exactly what the
+/// standard library accepts (no leading zeros, each part at most 255).
+fn parse_dotted_quad(text: &str) -> Option<std::net::Ipv4Addr> {
+    let bytes = text.as_bytes();
+    if bytes.len() < 7 || bytes.len() > 15 {
+        return None;
+    }
+    let mut octets = [0u8; 4];
+    let mut part = 0;
+    let mut value: u32 = 0;
+    let mut digits = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'0'..=b'9' => {
+                if digits == 1 && value == 0 {
+                    return None; // leading zero
+                }
+                value = value * 10 + u32::from(b - b'0');
+                digits += 1;
+                if value > 255 {
+                    return None;
+                }
+            }
+            b'.' if digits > 0 && part < 3 => {
+                octets[part] = value as u8;
+                part += 1;
+                value = 0;
+                digits = 0;
+            }
+            _ => return None,
+        }
+        if i == bytes.len() - 1 {
+            if digits == 0 || part != 3 {
+                return None;
+            }
+            octets[3] = value as u8;
+        }
+    }
+    Some(std::net::Ipv4Addr::from(octets))
 }
 
 /// True when `inner` lies wholly inside `outer` (equal networks included).
@@ -57,6 +102,28 @@ mod tests {
             &net("198.51.100.0/24")
         ));
         assert!(!net_contains(&net("::/0"), &net("198.51.100.1")));
+    }
+
+    #[test]
+    fn dotted_quads_parse_like_the_standard_library() {
+        for text in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "1.2.3.4",
+            "01.2.3.4",
+            "1.2.3.256",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..3.4",
+            ".1.2.3",
+            "1.2.3.",
+            "10.0.0.10",
+            "1.2.3.04",
+            "100.200.30.4",
+        ] {
+            let std = text.parse::<std::net::Ipv4Addr>().ok();
+            assert_eq!(parse_dotted_quad(text), std, "{text}");
+        }
     }
 
     #[test]

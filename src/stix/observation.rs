@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::timestamp::Timestamp;
@@ -29,9 +30,42 @@ pub struct Observation {
     pub last_observed: Timestamp,
     /// How many times the objects were seen in the interval.
     pub number_observed: u32,
-    /// The objects, keyed by the reference used to reach them: the local
+    /// The objects, sorted by the reference used to reach them: the local
     /// key in STIX 2.0, the object id in STIX 2.1.
-    pub objects: BTreeMap<String, Value>,
+    pub objects: Vec<ObservedObject>,
+}
+
+/// One object of an observation, with its type read once.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ObservedObject {
+    /// The reference `_ref` properties use to reach it.
+    pub key: String,
+    /// Its `type` property ("" when it has none).
+    #[serde(skip)]
+    pub object_type: String,
+    /// The object itself.
+    pub value: Value,
+}
+
+/// Sorts objects by key and reads their types.
+fn collect_objects(objects: impl IntoIterator<Item = (String, Value)>) -> Vec<ObservedObject> {
+    let mut out: Vec<ObservedObject> = objects
+        .into_iter()
+        .map(|(key, value)| {
+            let object_type = value
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            ObservedObject {
+                key,
+                object_type: object_type.to_string(),
+                value,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out.dedup_by(|a, b| a.key == b.key);
+    out
 }
 
 /// Why a JSON value is not a usable observation.
@@ -68,8 +102,17 @@ impl Observation {
             first_observed: time,
             last_observed: time,
             number_observed: 1,
-            objects,
+            objects: collect_objects(objects),
         }
+    }
+
+    /// The object reached by reference `key`.
+    pub fn object(&self, key: &str) -> Option<&Value> {
+        let i = self
+            .objects
+            .binary_search_by(|o| o.key.as_str().cmp(key))
+            .ok()?;
+        Some(&self.objects[i].value)
     }
 
     /// Reads an observed-data object. `bundle` resolves STIX 2.1
@@ -125,17 +168,18 @@ impl Observation {
                     property: "objects",
                     reason: "must be a dictionary of objects".into(),
                 })?;
-            map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+            collect_objects(map.iter().map(|(k, v)| (k.clone(), v.clone())))
         } else if let Some(refs) = obj.get("object_refs") {
             let list = refs.as_array().ok_or_else(|| ObservationError::Invalid {
                 id: label.clone(),
                 property: "object_refs",
                 reason: "must be a list of identifiers".into(),
             })?;
-            list.iter()
-                .filter_map(Value::as_str)
-                .filter_map(|r| bundle.get(r).map(|o| (r.to_string(), (*o).clone())))
-                .collect()
+            collect_objects(
+                list.iter()
+                    .filter_map(Value::as_str)
+                    .filter_map(|r| bundle.get(r).map(|o| (r.to_string(), (*o).clone()))),
+            )
         } else {
             let property = "objects or object_refs";
             return Err(ObservationError::Missing {
@@ -216,7 +260,10 @@ mod tests {
         });
         let obs = observations_from_document(&doc).remove(0).unwrap();
         assert_eq!(obs.number_observed, 3);
-        assert_eq!(obs.objects["0"]["value"], "198.51.100.7");
+        assert_eq!(
+            obs.object("0").and_then(|o| o.get("value")),
+            Some(&json!("198.51.100.7"))
+        );
     }
 
     #[test]
@@ -229,7 +276,8 @@ mod tests {
             {"type": "ipv4-addr", "id": "ipv4-addr--b", "value": "203.0.113.1"}
         ]});
         let obs = observations_from_document(&doc).remove(0).unwrap();
-        assert_eq!(obs.objects.keys().collect::<Vec<_>>(), vec!["ipv4-addr--a"]);
+        let keys: Vec<&str> = obs.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, vec!["ipv4-addr--a"]);
     }
 
     #[test]

@@ -17,6 +17,9 @@ use std::fmt;
 /// Nanoseconds in one second.
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 
+/// 9999-12-31T23:59:59Z, the last second a four-digit year can print.
+const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
+
 /// A point in time: seconds since 1970-01-01T00:00:00Z and a fraction.
 ///
 /// Ordering is chronological. Printing gives RFC 3339 in UTC with `Z`, with
@@ -166,9 +169,16 @@ fn parse_with_offset(text: &str) -> Result<(Timestamp, Option<i32>), TimestampEr
     check_range("minute", minute, 0, 59)?;
     check_range("second", second, 0, 60)?;
 
-    // A leap second (:60) is read as the first instant of the next minute.
+    // A leap second (:60) is read as the first instant of the next minute,
+    // which must still fall in year 9999 at the latest.
     let days = days_from_civil(year as i64, month, day);
     let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
+    if secs > MAX_UNIX_SECONDS {
+        return Err(TimestampError::Range {
+            field: "second",
+            value: second,
+        });
+    }
     Ok((Timestamp::from_parts(secs, nanos), offset))
 }
 
@@ -387,6 +397,7 @@ mod tests {
     #[test]
     fn leap_second_is_the_next_minute() {
         assert_eq!(ts("2016-12-31T23:59:60Z"), ts("2017-01-01T00:00:00Z"));
+        assert!(Timestamp::parse_stix("9999-12-31T23:59:60Z").is_err());
     }
 
     #[test]

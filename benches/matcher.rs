@@ -1,0 +1,634 @@
+//! Benchmarks of the compiled matcher against synthetic indicator feeds.
+//!
+//! The workload is generated deterministically: indicator `i` is a pure
+//! function of `i`, so events can carry values that hit the first thousand
+//! indicators, which every catalog size holds. Indicator values and random
+//! event values come from disjoint spaces (IPv4 first octets 1–100 against
+//! 101–223, random 48-bit labels), so only the injected values match.
+//!
+//! Before the criterion groups run, the binary prints three kinds of lines
+//! on stderr: `memory:` (RSS per indicator of a 1M catalog), `check:` (the
+//! compiled matcher against the reference interpreter on the same events)
+//! and `update-latency:` (percentiles of single changes on the 1M catalog).
+//!
+//! Run with `cargo bench --bench matcher -- --noplot`. Without `--bench`
+//! (as `cargo test --benches` runs it) only the 1,000-indicator case runs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput};
+use serde_json::{Value, json};
+use sightline::eval::matches;
+use sightline::matcher::{Catalog, IndicatorRecord, StreamState};
+use sightline::pattern::{Pattern, parse};
+use sightline::stix::observation::Observation;
+use sightline::stix::timestamp::Timestamp;
+
+/// Catalog sizes of the throughput benchmarks.
+const SIZES: [u64; 4] = [1_000, 10_000, 100_000, 1_000_000];
+
+/// Size of the catalog used for memory, updates and the largest compile.
+const LARGE: u64 = 1_000_000;
+
+/// Indicators matched by the reference interpreter for the baseline.
+const NAIVE_SIZE: u64 = 1_000;
+
+/// Events generated once and replayed by every throughput benchmark.
+const EVENT_COUNT: usize = 10_000;
+
+/// Share of events, in percent, that carry a value of some indicator.
+const HIT_PERCENT: u64 = 1;
+
+/// Events compared against the reference interpreter by the check.
+const CHECK_EVENTS: usize = 2_000;
+
+/// Changes timed one by one outside criterion.
+const LATENCY_CHANGES: usize = 1_000;
+
+/// First event time: 2024-05-01T08:00:00Z.
+const START_SECS: i64 = 1_714_550_400;
+
+/// Seed of the event generator.
+const EVENT_SEED: u64 = 0x5eed_f00d;
+
+// ---------------------------------------------------------------------------
+// Deterministic randomness
+
+/// One step of splitmix64: a good 64-bit mix of `x`.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A small xorshift64* generator for the event stream.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(mix(seed) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A value in `0..bound`.
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+
+    /// An octet in `low..=high`.
+    fn octet(&mut self, low: u8, high: u8) -> u8 {
+        low + self.below(u64::from(high - low) + 1) as u8
+    }
+}
+
+/// 64 lowercase hex digits derived from `seed`.
+fn sha256_hex(seed: u64) -> String {
+    (0..4).map(|k| format!("{:016x}", mix(seed ^ k))).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Indicators
+
+/// What indicator `i` looks for.
+#[derive(Clone, Debug)]
+enum Spec {
+    Ipv4([u8; 4]),
+    Ipv6(u64),
+    Subnet24([u8; 3]),
+    Subnet16([u8; 2]),
+    Domain(String),
+    Url(String),
+    Sha256(String),
+    LikeZone(u64),
+    RegexUrl(u64),
+    FileNameSize(u64),
+    FollowedBy(String, [u8; 4]),
+}
+
+/// An IPv4 address in the indicator space (first octet 1–100).
+fn indicator_ipv4(h: u64) -> [u8; 4] {
+    let [_, _, _, _, a, b, c, d] = h.to_be_bytes();
+    [1 + a % 100, b, c, d]
+}
+
+/// A domain name in the shared `.example` zone.
+fn domain(label: u64) -> String {
+    format!("d{:012x}.example", label & 0xffff_ffff_ffff)
+}
+
+/// A URL in the shared `.example` zone.
+fn url(host: u64, path: u64) -> String {
+    format!(
+        "http://w{:012x}.example/path/{:08x}",
+        host & 0xffff_ffff_ffff,
+        path as u32
+    )
+}
+
+/// The indicator with index `i`: about 40% exact IP addresses, 10% IP
+/// networks, 30% domains, 10% URLs, 9% file hashes and 1% compound.
+///
+/// The numbers in the `LIKE` and `MATCHES` literals make them the longest
+/// literal runs of their patterns (`.evil` is padded to seven digits), so
+/// the matcher anchors them there rather than on `.example`, which every
+/// event domain and URL contains.
+fn spec(i: u64) -> Spec {
+    let h = mix(i);
+    let ip = indicator_ipv4(mix(h));
+    match h % 100 {
+        0..20 => Spec::Ipv4(ip),
+        20..40 => Spec::Ipv6(mix(h)),
+        40..45 => Spec::Subnet24([ip[0], ip[1], ip[2]]),
+        45..50 => Spec::Subnet16([ip[0], ip[1]]),
+        50..80 => Spec::Domain(domain(mix(h))),
+        80..90 => Spec::Url(url(mix(h), h)),
+        90..99 => Spec::Sha256(sha256_hex(h)),
+        _ => match (h >> 32) % 4 {
+            0 => Spec::LikeZone(i),
+            1 => Spec::RegexUrl(i),
+            2 => Spec::FileNameSize(i),
+            _ => Spec::FollowedBy(domain(mix(h)), ip),
+        },
+    }
+}
+
+/// The text of an IPv6 address in the indicator space `2001:db8::/64`.
+fn ipv6(suffix: u64) -> String {
+    let g = |k: u32| (suffix >> (48 - 16 * k)) & 0xffff;
+    format!("2001:db8::{:x}:{:x}:{:x}:{:x}", g(0), g(1), g(2), g(3))
+}
+
+fn dotted(ip: [u8; 4]) -> String {
+    let [a, b, c, d] = ip;
+    format!("{a}.{b}.{c}.{d}")
+}
+
+impl Spec {
+    /// The STIX pattern of the indicator.
+    fn pattern(&self) -> String {
+        match self {
+            Spec::Ipv4(ip) => format!("[ipv4-addr:value = '{}']", dotted(*ip)),
+            Spec::Ipv6(suffix) => format!("[ipv6-addr:value = '{}']", ipv6(*suffix)),
+            Spec::Subnet24([a, b, c]) => {
+                format!("[ipv4-addr:value ISSUBSET '{a}.{b}.{c}.0/24']")
+            }
+            Spec::Subnet16([a, b]) => format!("[ipv4-addr:value = '{a}.{b}.0.0/16']"),
+            Spec::Domain(name) => format!("[domain-name:value = '{name}']"),
+            Spec::Url(u) => format!("[url:value = '{u}']"),
+            Spec::Sha256(hex) => format!("[file:hashes.'SHA-256' = '{hex}']"),
+            Spec::LikeZone(i) => format!("[domain-name:value LIKE '%.badzone{i}%.example']"),
+            Spec::RegexUrl(i) => {
+                format!(r"[url:value MATCHES '^https?://[a-z]+\\.evil{i:07}[0-9]+\\.example/']")
+            }
+            Spec::FileNameSize(i) => format!("[file:name = 'x{i}.exe' AND file:size > 1000]"),
+            Spec::FollowedBy(name, ip) => format!(
+                "([domain-name:value = '{name}'] FOLLOWEDBY [ipv4-addr:value = '{}']) \
+                 WITHIN 600 SECONDS",
+                dotted(*ip)
+            ),
+        }
+    }
+
+    /// True when a single observation can match the indicator.
+    fn is_single(&self) -> bool {
+        !matches!(self, Spec::FollowedBy(..))
+    }
+
+    /// Rewrites `objects` (an event, see [`random_objects`]) so that it
+    /// carries a value this indicator looks for.
+    fn inject(&self, rng: &mut Rng, objects: &mut Vec<Value>) {
+        let dst = |objects: &mut Vec<Value>, value: Value| objects[1] = value;
+        match self {
+            Spec::Ipv4(ip) => dst(objects, ipv4_object(*ip)),
+            Spec::Ipv6(suffix) => dst(
+                objects,
+                json!({"type": "ipv6-addr", "value": ipv6(*suffix)}),
+            ),
+            Spec::Subnet24([a, b, c]) => dst(objects, ipv4_object([*a, *b, *c, rng.octet(0, 255)])),
+            Spec::Subnet16([a, b]) => {
+                let ip = [*a, *b, rng.octet(0, 255), rng.octet(0, 255)];
+                dst(objects, ipv4_object(ip));
+            }
+            Spec::Domain(name) => replace_extra(objects, domain_object(name)),
+            Spec::Url(u) => replace_extra(objects, url_object(u)),
+            Spec::Sha256(hex) => replace_extra(objects, file_object("hit.bin", 512, hex)),
+            Spec::LikeZone(i) => {
+                let name = format!("q{}.badzone{i}z.example", rng.below(1000));
+                replace_extra(objects, domain_object(&name));
+            }
+            Spec::RegexUrl(i) => {
+                let u = format!("https://abc.evil{i:07}{}.example/x", rng.below(100));
+                replace_extra(objects, url_object(&u));
+            }
+            Spec::FileNameSize(i) => {
+                let hash = sha256_hex(rng.next());
+                replace_extra(objects, file_object(&format!("x{i}.exe"), 4096, &hash));
+            }
+            Spec::FollowedBy(name, ip) => {
+                dst(objects, ipv4_object(*ip));
+                replace_extra(objects, domain_object(name));
+            }
+        }
+    }
+}
+
+/// A STIX-like id made from a counter.
+fn indicator_id(i: u64) -> String {
+    format!(
+        "indicator--{:08x}-0000-4000-8000-{:012x}",
+        i >> 48,
+        i & 0xffff_ffff_ffff
+    )
+}
+
+/// Records of the indicators `0..n`.
+fn records(n: u64) -> Vec<IndicatorRecord> {
+    (0..n)
+        .map(|i| IndicatorRecord::new(&indicator_id(i), &spec(i).pattern()))
+        .collect()
+}
+
+/// A catalog loaded with the indicators `0..n`.
+fn catalog(n: u64) -> Catalog {
+    let mut catalog = Catalog::new();
+    let errors = catalog.load(records(n));
+    assert!(
+        errors.is_empty(),
+        "generated patterns must compile: {errors:?}"
+    );
+    catalog
+}
+
+// ---------------------------------------------------------------------------
+// Events
+
+fn ipv4_object(ip: [u8; 4]) -> Value {
+    json!({"type": "ipv4-addr", "value": dotted(ip)})
+}
+
+fn domain_object(name: &str) -> Value {
+    json!({"type": "domain-name", "value": name})
+}
+
+fn url_object(u: &str) -> Value {
+    json!({"type": "url", "value": u})
+}
+
+fn file_object(name: &str, size: u64, sha256: &str) -> Value {
+    json!({"type": "file", "name": name, "size": size, "hashes": {"SHA-256": sha256}})
+}
+
+/// A random address outside the indicator space: IPv4 with a first octet
+/// of 101–223 (four times in five), else IPv6 outside `2001:db8::/64`.
+fn random_address(rng: &mut Rng) -> Value {
+    if rng.below(5) == 0 {
+        let value = format!(
+            "2001:db8:0:1:{:x}::{:x}",
+            rng.below(1 << 16),
+            rng.below(1 << 16)
+        );
+        return json!({"type": "ipv6-addr", "value": value});
+    }
+    let ip = [
+        rng.octet(101, 223),
+        rng.octet(0, 255),
+        rng.octet(0, 255),
+        rng.octet(1, 254),
+    ];
+    ipv4_object(ip)
+}
+
+/// 3–8 random objects: source and destination addresses (keys "0" and "1"),
+/// the network traffic between them, then 0–5 of domain, URL and file.
+fn random_objects(rng: &mut Rng) -> Vec<Value> {
+    let mut objects = vec![
+        random_address(rng),
+        random_address(rng),
+        json!({
+            "type": "network-traffic", "src_ref": "0", "dst_ref": "1",
+            "dst_port": 443, "protocols": ["tcp"]
+        }),
+    ];
+    for _ in 0..rng.below(6) {
+        let extra = match rng.below(3) {
+            0 => domain_object(&domain(rng.next())),
+            1 => url_object(&url(rng.next(), rng.next())),
+            _ => {
+                let name = format!("f{:08x}.dat", rng.next() as u32);
+                file_object(&name, rng.below(1 << 20), &sha256_hex(rng.next()))
+            }
+        };
+        objects.push(extra);
+    }
+    objects
+}
+
+/// Puts `object` in place of the last extra object, or adds it.
+fn replace_extra(objects: &mut Vec<Value>, object: Value) {
+    if objects.len() > 3 {
+        objects.pop();
+    }
+    objects.push(object);
+}
+
+/// `count` events one second apart; [`HIT_PERCENT`] of them carry a value
+/// of one of the first [`NAIVE_SIZE`] indicators.
+fn events(count: usize) -> Vec<Arc<Observation>> {
+    let mut rng = Rng::new(EVENT_SEED);
+    (0..count)
+        .map(|k| {
+            let mut objects = random_objects(&mut rng);
+            if rng.below(100) < HIT_PERCENT {
+                spec(rng.below(NAIVE_SIZE)).inject(&mut rng, &mut objects);
+            }
+            let keyed: BTreeMap<String, Value> = objects
+                .into_iter()
+                .enumerate()
+                .map(|(key, object)| (key.to_string(), object))
+                .collect();
+            let time = Timestamp::from_parts(START_SECS + k as i64, 0);
+            Arc::new(Observation::single(time, keyed))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Measurements outside criterion
+
+/// Resident set size of this process, in bytes.
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm is readable");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|field| field.parse().ok())
+        .expect("the second field of statm is the resident page count");
+    pages * 4096
+}
+
+/// Builds the large catalog and prints its RSS cost per indicator.
+fn large_catalog_with_memory() -> Catalog {
+    let before = rss_bytes();
+    let started = Instant::now();
+    let catalog = catalog(LARGE);
+    let elapsed = started.elapsed();
+    let after = rss_bytes();
+
+    let per_indicator = after.saturating_sub(before) / LARGE;
+    eprintln!("memory: {per_indicator} bytes/indicator at 1M (RSS delta)");
+    let snapshot = catalog.snapshot();
+    eprintln!(
+        "memory: RSS {} MiB -> {} MiB; build took {elapsed:.2?}; {:?}",
+        before >> 20,
+        after >> 20,
+        snapshot.stats()
+    );
+    catalog
+}
+
+/// Matches of single-observation indicators, as (event, indicator id).
+type MatchSet = BTreeSet<(usize, String)>;
+
+/// Compares the compiled matcher with the reference interpreter over the
+/// first [`CHECK_EVENTS`] events and the indicators `0..NAIVE_SIZE`.
+fn check_against_reference(events: &[Arc<Observation>]) {
+    let events = &events[..CHECK_EVENTS.min(events.len())];
+    let catalog = catalog(NAIVE_SIZE);
+    let snapshot = catalog.snapshot();
+    let mut stream = StreamState::default();
+    let single: BTreeSet<String> = (0..NAIVE_SIZE)
+        .filter(|&i| spec(i).is_single())
+        .map(indicator_id)
+        .collect();
+
+    let mut compiled = MatchSet::new();
+    for (k, obs) in events.iter().enumerate() {
+        for m in stream.process(&snapshot, Arc::clone(obs)) {
+            if single.contains(&*m.indicator.id) {
+                compiled.insert((k, m.indicator.id.to_string()));
+            }
+        }
+    }
+    let mut reference = MatchSet::new();
+    for (i, pattern) in naive_patterns() {
+        if !spec(i).is_single() {
+            continue;
+        }
+        for (k, obs) in events.iter().enumerate() {
+            if matches(&pattern, std::slice::from_ref(&**obs)).unwrap_or(false) {
+                reference.insert((k, indicator_id(i)));
+            }
+        }
+    }
+
+    let missing: Vec<_> = reference.difference(&compiled).take(5).collect();
+    let extra: Vec<_> = compiled.difference(&reference).take(5).collect();
+    eprintln!(
+        "check: {} events x {NAIVE_SIZE} indicators: compiled {} matches, reference {}; \
+         missing {missing:?}, extra {extra:?}",
+        events.len(),
+        compiled.len(),
+        reference.len()
+    );
+}
+
+/// The indicators `0..NAIVE_SIZE`, parsed, with their indexes.
+fn naive_patterns() -> Vec<(u64, Pattern)> {
+    (0..NAIVE_SIZE)
+        .map(|i| {
+            let pattern = parse(&spec(i).pattern()).expect("generated patterns parse");
+            (i, pattern)
+        })
+        .collect()
+}
+
+/// A fresh indicator for update benchmarks; ids start far above the feed.
+fn update_record(k: u64) -> IndicatorRecord {
+    let i = (1 << 40) + k;
+    IndicatorRecord::new(&indicator_id(i), &spec(i).pattern())
+}
+
+/// Times [`LATENCY_CHANGES`] single adds and removes on `catalog` and
+/// prints their percentiles.
+fn update_latency(catalog: &mut Catalog) {
+    let mut adds = Vec::with_capacity(LATENCY_CHANGES);
+    let mut removes = Vec::with_capacity(LATENCY_CHANGES);
+    for k in 0..LATENCY_CHANGES as u64 {
+        let record = update_record(k);
+        let id = Arc::clone(&record.id);
+
+        let started = Instant::now();
+        catalog.upsert(record).expect("generated patterns compile");
+        adds.push(started.elapsed());
+
+        let started = Instant::now();
+        catalog.remove(&id).expect("removal publishes");
+        removes.push(started.elapsed());
+    }
+    print_latency("add", &mut adds);
+    print_latency("remove", &mut removes);
+    eprintln!(
+        "update-latency: segments after the loop: {}",
+        catalog.snapshot().segment_count()
+    );
+}
+
+fn print_latency(what: &str, samples: &mut [Duration]) {
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+    eprintln!(
+        "update-latency: {what} n={} p50={:.1?} p99={:.1?} max={:.1?}",
+        samples.len(),
+        at(0.50),
+        at(0.99),
+        samples[samples.len() - 1]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Criterion groups
+
+/// `match/indicators/{N}` and `match/baseline_naive/1000`.
+fn bench_match(c: &mut Criterion, sizes: &[u64], large: &Catalog, events: &[Arc<Observation>]) {
+    let mut group = c.benchmark_group("match");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(1));
+
+    for &n in sizes {
+        let owned;
+        let catalog = if n == LARGE {
+            large
+        } else {
+            owned = catalog(n);
+            &owned
+        };
+        let snapshot = catalog.snapshot();
+        report_match_count(n, &snapshot, events);
+
+        let mut stream = StreamState::default();
+        let mut next = 0;
+        group.bench_function(BenchmarkId::new("indicators", n), |b| {
+            b.iter(|| {
+                let obs = Arc::clone(&events[next % events.len()]);
+                next += 1;
+                stream.process(&snapshot, obs)
+            })
+        });
+    }
+
+    let patterns: Vec<Pattern> = naive_patterns().into_iter().map(|(_, p)| p).collect();
+    let mut next = 0;
+    group.bench_function(BenchmarkId::new("baseline_naive", NAIVE_SIZE), |b| {
+        b.iter(|| {
+            let obs = &events[next % events.len()];
+            next += 1;
+            let one = std::slice::from_ref(&**obs);
+            patterns
+                .iter()
+                .filter(|p| matches(p, one).unwrap_or(false))
+                .count()
+        })
+    });
+    group.finish();
+}
+
+/// Prints how many matches one pass over the events yields at size `n`.
+fn report_match_count(
+    n: u64,
+    snapshot: &sightline::matcher::Snapshot,
+    events: &[Arc<Observation>],
+) {
+    let mut stream = StreamState::default();
+    let started = Instant::now();
+    let found: usize = events
+        .iter()
+        .map(|obs| stream.process(snapshot, Arc::clone(obs)).len())
+        .sum();
+    eprintln!(
+        "matches: N={n}: {found} over {} events (one pass {:.2?}, {} segment(s))",
+        events.len(),
+        started.elapsed(),
+        snapshot.segment_count()
+    );
+}
+
+/// `compile/{N}`: one `Catalog::load` of the whole feed.
+fn bench_compile(c: &mut Criterion, sizes: &[u64]) {
+    let mut group = c.benchmark_group("compile");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(100))
+        .measurement_time(Duration::from_secs(1));
+    for &n in sizes {
+        let feed = records(n);
+        group.throughput(Throughput::Elements(n));
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter_batched(
+                || feed.clone(),
+                |feed| {
+                    let mut catalog = Catalog::new();
+                    black_box(catalog.load(feed));
+                    catalog
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+}
+
+/// `update/{N}`: one add and one removal, each publishing a snapshot.
+fn bench_update(c: &mut Criterion, n: u64, catalog: &mut Catalog) {
+    let mut group = c.benchmark_group("update");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let mut k = LATENCY_CHANGES as u64;
+    group.bench_function(BenchmarkId::from_parameter(n), |b| {
+        b.iter(|| {
+            let record = update_record(k);
+            k += 1;
+            let id = Arc::clone(&record.id);
+            catalog.upsert(record).expect("generated patterns compile");
+            catalog.remove(&id).expect("removal publishes")
+        })
+    });
+    group.finish();
+}
+
+fn main() {
+    let is_bench = std::env::args().any(|arg| arg == "--bench");
+    let mut criterion = Criterion::default().configure_from_args();
+    let events = events(EVENT_COUNT);
+
+    if !is_bench {
+        // Test mode: one quick pass over the smallest case.
+        bench_match(&mut criterion, &[NAIVE_SIZE], &Catalog::new(), &events);
+        criterion.final_summary();
+        return;
+    }
+
+    let mut large = large_catalog_with_memory();
+    check_against_reference(&events);
+    bench_match(&mut criterion, &SIZES, &large, &events);
+    update_latency(&mut large);
+    bench_update(&mut criterion, LARGE, &mut large);
+    drop(large);
+    bench_compile(&mut criterion, &[100_000, LARGE]);
+    criterion.final_summary();
+}
