@@ -50,11 +50,17 @@ fn test_matches(test: &PropTest, object: &Value, obs: &Observation) -> bool {
     if let Comparison::Exists = test.op {
         return reached.is_empty() == test.negated;
     }
-    if reached.is_empty() {
+    let kind = ValueKind::of(&test.path);
+    // A binary value that does not decode cannot be obtained: as if absent.
+    let binary = matches!(kind, ValueKind::Hex | ValueKind::Base64);
+    let usable: Vec<&Reached<'_>> = reached
+        .iter()
+        .filter(|r| !binary || decode_binary(r.value, kind).is_some())
+        .collect();
+    if usable.is_empty() {
         return false;
     }
-    let kind = ValueKind::of(&test.path);
-    let any = reached.iter().any(|r| compare(&test.op, r, kind));
+    let any = usable.iter().any(|r| compare(&test.op, r, kind));
     any != test.negated
 }
 
@@ -270,6 +276,12 @@ fn compare(op: &Comparison, reached: &Reached<'_>, kind: ValueKind) -> bool {
                 None => false,
             },
         },
+        // Binary properties hold bytes, not addresses.
+        Comparison::IsSubset(_) | Comparison::IsSuperset(_)
+            if matches!(kind, ValueKind::Hex | ValueKind::Base64) =>
+        {
+            false
+        }
         Comparison::IsSubset(net) => {
             ip_relation(reached.value, net, |value, lit| net_contains(lit, value))
         }

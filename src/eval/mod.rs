@@ -166,7 +166,10 @@ pub fn first_binding(
     Ok(bindings(&pattern.root, observations)?.into_iter().next())
 }
 
-/// Every binding of `expr` over `set`.
+/// The bindings of `expr` over `set` that decide it: every binding, except
+/// that where only spans matter (see [`Context`]) a `[c] REPEATS n TIMES`
+/// yields only the soonest-ending binding for each start. There is a
+/// binding exactly when the expression holds.
 ///
 /// # Errors
 ///

@@ -271,8 +271,11 @@ fn range_kind(path: &ObjectPath, op: RangeOp, lit: &Literal) -> Option<Vec<Ancho
         Literal::Float(f) => RangeKey::Num(*f),
         Literal::Str(s) => RangeKey::Str(s.as_str().into()),
         Literal::Timestamp(t) => RangeKey::Time(t.unix_nanos()),
-        // Other constants are incompatible with every value: never true.
-        _ => return Some(Vec::new()),
+        // Booleans have no order: never true.
+        Literal::Bool(_) => return Some(Vec::new()),
+        // Bytes order against text through its Latin-1 bytes, which the
+        // range index does not keep: evaluate on every object instead.
+        Literal::Hex(_) | Literal::Binary(_) => return None,
     };
     Some(vec![AnchorKind::Range(op, key)])
 }

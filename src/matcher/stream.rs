@@ -5,14 +5,16 @@
 //! recent observations that satisfied one of its `[...]` leaves, in event
 //! time. When a new observation satisfies a leaf, the window is evaluated
 //! with the same binding enumeration as the reference interpreter, and every
-//! binding that uses the new observation is a match. Late observations are
-//! simply added to the window, so the answer does not depend on arrival
-//! order within it.
+//! binding that uses the new observation is a match. A late observation is
+//! added to the window like any other, so arrival order does not change the
+//! answer as long as the observations involved are still in the window.
 //!
-//! Windows are bounded: at most `max_window_len` observations each, none
-//! older than the pattern's outer `WITHIN` (or `retention`) behind the
-//! newest event time seen, and at most `max_windows` windows in all. Every
-//! eviction is counted in [`StreamStats`].
+//! Windows are bounded: at most `max_window_len` observations each; none
+//! older, behind the newest event time seen, than the pattern's outer
+//! `WITHIN` plus `allowed_lateness` (or `retention` when there is no outer
+//! `WITHIN`); and at most `max_windows` windows in all. Every eviction is
+//! counted in [`StreamStats`]; an observation arriving later than the
+//! window keeps may miss a match with the ones already evicted.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -33,6 +35,10 @@ pub struct StreamConfig {
     /// Age limit, in event time, for patterns without an outer `WITHIN`.
     /// Default 24 hours.
     pub retention_nanos: i128,
+    /// How late, in event time, an observation may arrive and still combine
+    /// with older ones under an outer `WITHIN`: the window keeps
+    /// observations for `WITHIN` plus this. Default 5 minutes.
+    pub allowed_lateness_nanos: i128,
     /// Most stateful patterns with a live window. Default 100,000.
     pub max_windows: usize,
 }
@@ -42,6 +48,7 @@ impl Default for StreamConfig {
         StreamConfig {
             max_window_len: 256,
             retention_nanos: 24 * 3600 * 1_000_000_000,
+            allowed_lateness_nanos: 300 * 1_000_000_000,
             max_windows: 100_000,
         }
     }
@@ -171,7 +178,10 @@ impl StreamState {
         pattern: &Pattern,
         entry: WindowEntry,
     ) -> Option<Match> {
-        let retention = outer_within(pattern).unwrap_or(self.config.retention_nanos);
+        let retention = match outer_within(pattern) {
+            Some(within) => within + self.config.allowed_lateness_nanos,
+            None => self.config.retention_nanos,
+        };
         let watermark = self.watermark.unwrap_or(Timestamp::EPOCH);
         if !self.windows.contains_key(&record.id) && self.windows.len() >= self.config.max_windows {
             self.evict_oldest_window();
@@ -250,13 +260,19 @@ impl StreamState {
 }
 
 /// The `WITHIN` that applies to the whole pattern, if any, in nanoseconds:
-/// nothing older than that can combine with a new observation.
+/// no binding spans that long. Only qualifiers above any `REPEATS` count: a
+/// `WITHIN` under `REPEATS` bounds each repetition, not their union.
 fn outer_within(pattern: &Pattern) -> Option<i128> {
     let mut expr = &pattern.root;
-    let mut limit = None;
+    let mut limit: Option<i128> = None;
     while let ObservationExpr::Qualified(inner, qualifier) = expr {
-        if let Qualifier::Within(seconds) = qualifier {
-            limit = Some(seconds.as_nanos());
+        match qualifier {
+            Qualifier::Within(seconds) => {
+                let nanos = seconds.as_nanos();
+                limit = Some(limit.map_or(nanos, |l| l.min(nanos)));
+            }
+            Qualifier::Repeats(_) => break,
+            Qualifier::StartStop { .. } => {}
         }
         expr = inner;
     }
