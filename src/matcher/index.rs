@@ -59,6 +59,100 @@ fn post<K: std::hash::Hash + Eq>(map: &mut FastMap<K, Posting>, key: K, target: 
     }
 }
 
+/// A hash map with an optional membership filter in front of it.
+///
+/// Most lookups on the matching path miss: the value is in no indicator.
+/// In a large map each miss is a cache miss on the table, so large maps get
+/// a blocked Bloom filter (8 bits per key, two bits in one 64-bit word:
+/// about 2% false positives) small enough to stay in cache, and a lookup
+/// whose value fails the filter never touches the table.
+pub(crate) struct FilteredMap<K> {
+    map: FastMap<K, Posting>,
+    filter: Option<Prefilter>,
+}
+
+/// Maps smaller than this get no filter: their tables stay in cache anyway.
+const FILTER_MIN_KEYS: usize = 4096;
+
+impl<K: std::hash::Hash + Eq> FilteredMap<K> {
+    fn new() -> FilteredMap<K> {
+        FilteredMap {
+            map: FastMap::default(),
+            filter: None,
+        }
+    }
+
+    fn post(&mut self, key: K, target: Target) {
+        post(&mut self.map, key, target);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Builds the filter once every key is in.
+    fn finish(&mut self) {
+        if self.map.len() >= FILTER_MIN_KEYS {
+            let mut filter = Prefilter::with_keys(self.map.len());
+            for key in self.map.keys() {
+                filter.insert(key);
+            }
+            self.filter = Some(filter);
+        }
+    }
+
+    fn get<Q>(&self, key: &Q) -> Option<&Posting>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        if let Some(filter) = &self.filter {
+            if !filter.may_contain(key) {
+                return None;
+            }
+        }
+        self.map.get(key)
+    }
+}
+
+/// A blocked Bloom filter: each key sets two bits of one 64-bit word.
+struct Prefilter {
+    words: Box<[u64]>,
+    mask: u64,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl Prefilter {
+    fn with_keys(keys: usize) -> Prefilter {
+        let words = (keys * 8 / 64).next_power_of_two().max(1);
+        use std::hash::BuildHasher as _;
+        let seed = foldhash::fast::RandomState::default().hash_one(0u8);
+        Prefilter {
+            words: vec![0; words].into_boxed_slice(),
+            mask: words as u64 - 1,
+            hasher: foldhash::fast::FixedState::with_seed(seed),
+        }
+    }
+
+    fn bits<Q: std::hash::Hash + ?Sized>(&self, key: &Q) -> (usize, u64) {
+        use std::hash::BuildHasher as _;
+        let h = self.hasher.hash_one(key);
+        let word = (h & self.mask) as usize;
+        let bits = (1u64 << ((h >> 40) & 63)) | (1u64 << ((h >> 50) & 63));
+        (word, bits)
+    }
+
+    fn insert<Q: std::hash::Hash + ?Sized>(&mut self, key: &Q) {
+        let (word, bits) = self.bits(key);
+        self.words[word] |= bits;
+    }
+
+    fn may_contain<Q: std::hash::Hash + ?Sized>(&self, key: &Q) -> bool {
+        let (word, bits) = self.bits(key);
+        self.words[word] & bits == bits
+    }
+}
+
 /// How values of a path are read for lookups.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Reading {
@@ -73,12 +167,14 @@ pub(crate) struct FieldIndex {
     pub path: ObjectPath,
     reading: Reading,
     /// Exact string keys, apart so that lookups can borrow the value.
-    exact_str: FastMap<Box<str>, Posting>,
-    exact: FastMap<ExactKey, Posting>,
+    exact_str: FilteredMap<Box<str>>,
+    exact: FilteredMap<ExactKey>,
     wants_time: bool,
     wants_bytes: bool,
-    ip4: BTreeMap<u8, FastMap<u32, Posting>>,
-    ip6: BTreeMap<u8, FastMap<u128, Posting>>,
+    /// IPv4 networks by prefix length, longest first.
+    ip4: Vec<(u8, FilteredMap<u32>)>,
+    /// IPv6 networks by prefix length, longest first.
+    ip6: Vec<(u8, FilteredMap<u128>)>,
     ip_contains: Vec<(IpNet, Target)>,
     substrings: Vec<(Box<[u8]>, Target)>,
     automaton: Option<(AhoCorasick, Vec<Vec<Target>>)>,
@@ -125,12 +221,12 @@ impl FieldIndex {
         FieldIndex {
             path,
             reading,
-            exact_str: FastMap::default(),
-            exact: FastMap::default(),
+            exact_str: FilteredMap::new(),
+            exact: FilteredMap::new(),
             wants_time: false,
             wants_bytes: false,
-            ip4: BTreeMap::new(),
-            ip6: BTreeMap::new(),
+            ip4: Vec::new(),
+            ip6: Vec::new(),
             ip_contains: Vec::new(),
             substrings: Vec::new(),
             automaton: None,
@@ -145,19 +241,19 @@ impl FieldIndex {
     /// Adds one anchor.
     pub(crate) fn add(&mut self, kind: &AnchorKind, target: Target) {
         match kind {
-            AnchorKind::Exact(ExactKey::Str(s)) => post(&mut self.exact_str, s.clone(), target),
+            AnchorKind::Exact(ExactKey::Str(s)) => self.exact_str.post(s.clone(), target),
             AnchorKind::Exact(key) => {
                 self.wants_time |= matches!(key, ExactKey::Time(_));
                 self.wants_bytes |= matches!(key, ExactKey::Bytes(_));
-                post(&mut self.exact, key.clone(), target);
+                self.exact.post(key.clone(), target);
             }
             AnchorKind::IpWithin(IpNet::V4(net)) => {
-                let map = self.ip4.entry(net.prefix_len()).or_default();
-                post(map, u32::from(net.network()), target);
+                let map = by_prefix(&mut self.ip4, net.prefix_len());
+                map.post(u32::from(net.network()), target);
             }
             AnchorKind::IpWithin(IpNet::V6(net)) => {
-                let map = self.ip6.entry(net.prefix_len()).or_default();
-                post(map, u128::from(net.network()), target);
+                let map = by_prefix(&mut self.ip6, net.prefix_len());
+                map.post(u128::from(net.network()), target);
             }
             AnchorKind::IpContains(net) => self.ip_contains.push((*net, target)),
             AnchorKind::Substring(bytes) => self.substrings.push((bytes.clone(), target)),
@@ -182,6 +278,14 @@ impl FieldIndex {
     ///
     /// Fails when an automaton or regex set exceeds its size limit.
     pub(crate) fn finish(&mut self) -> Result<(), String> {
+        self.exact_str.finish();
+        self.exact.finish();
+        for (_, map) in self.ip4.iter_mut() {
+            map.finish();
+        }
+        for (_, map) in self.ip6.iter_mut() {
+            map.finish();
+        }
         if !self.substrings.is_empty() {
             let mut grouped: BTreeMap<Box<[u8]>, Vec<Target>> = BTreeMap::new();
             for (bytes, target) in self.substrings.drain(..) {
@@ -323,7 +427,8 @@ impl FieldIndex {
         match net {
             IpNet::V4(v4) => {
                 let addr = u32::from(v4.network());
-                for (&len, map) in self.ip4.range(..=v4.prefix_len()) {
+                for (len, map) in self.ip4.iter().filter(|(len, _)| *len <= v4.prefix_len()) {
+                    let len = *len;
                     let mask = if len == 0 {
                         0
                     } else {
@@ -336,7 +441,8 @@ impl FieldIndex {
             }
             IpNet::V6(v6) => {
                 let addr = u128::from(v6.network());
-                for (&len, map) in self.ip6.range(..=v6.prefix_len()) {
+                for (len, map) in self.ip6.iter().filter(|(len, _)| *len <= v6.prefix_len()) {
+                    let len = *len;
                     let mask = if len == 0 {
                         0
                     } else {
@@ -382,6 +488,21 @@ impl FieldIndex {
             _ => base64::engine::general_purpose::STANDARD.decode(text).ok(),
         }
     }
+}
+
+/// The map for prefix length `len`, kept sorted longest first.
+fn by_prefix<K: std::hash::Hash + Eq>(
+    maps: &mut Vec<(u8, FilteredMap<K>)>,
+    len: u8,
+) -> &mut FilteredMap<K> {
+    let at = match maps.binary_search_by(|(l, _)| len.cmp(l)) {
+        Ok(at) => at,
+        Err(at) => {
+            maps.insert(at, (len, FilteredMap::new()));
+            at
+        }
+    };
+    &mut maps[at].1
 }
 
 /// Appends the targets of every ordering constant that `value` may satisfy:

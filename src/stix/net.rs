@@ -15,8 +15,13 @@ pub fn parse_ip_net(text: &str) -> Option<IpNet> {
     }
     if text.contains('/') {
         text.parse::<IpNet>().ok().map(|net| net.trunc())
+    } else if text.contains(':') {
+        // Only IPv6 has colons: skip the IPv4 attempt of `IpAddr`.
+        text.parse::<std::net::Ipv6Addr>()
+            .ok()
+            .map(|a| IpNet::from(IpAddr::V6(a)))
     } else {
-        text.parse::<IpAddr>().ok().map(IpNet::from)
+        None
     }
 }
 
