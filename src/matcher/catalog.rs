@@ -225,6 +225,40 @@ impl Catalog {
         }
     }
 
+    /// Removes every indicator whose `valid_until` is at or before `now`,
+    /// in one published change, and returns how many. Matching already
+    /// ignores expired indicators; this frees their memory. A later version
+    /// with a new validity may bring an id back.
+    ///
+    /// # Errors
+    ///
+    /// Only when publishing fails ([`IndicatorError::Compile`]).
+    pub fn expire(&mut self, now: Timestamp) -> Result<usize, IndicatorError> {
+        let removed_anywhere: HashSet<SlotId> = self
+            .snapshot
+            .segments
+            .iter()
+            .flat_map(|s| s.removed.iter().copied())
+            .collect();
+        let mut expired = HashSet::new();
+        for segment in &self.snapshot.segments {
+            for slot in &segment.slots {
+                let ended = slot.record.valid_until.is_some_and(|until| until <= now);
+                if ended && !removed_anywhere.contains(&slot.id) {
+                    expired.insert(slot.id);
+                    if let Some(entry) = self.entries.get_mut(&slot.record.id) {
+                        if entry.live == Some(slot.id) {
+                            entry.live = None;
+                        }
+                    }
+                }
+            }
+        }
+        let count = expired.len();
+        self.publish(Vec::new(), expired)?;
+        Ok(count)
+    }
+
     /// Decides what a record does to the entries, without publishing.
     #[allow(clippy::type_complexity)]
     fn stage(
@@ -424,6 +458,30 @@ mod tests {
         let bad = catalog.upsert(record("indicator--a", "[domain-name:value = ]", 20));
         assert!(matches!(bad, Err(IndicatorError::InvalidPattern { .. })));
         assert_eq!(catalog.snapshot().len(), 0);
+    }
+
+    #[test]
+    fn expired_indicators_are_swept() {
+        let mut catalog = Catalog::new();
+        let until = |secs| IndicatorRecord {
+            valid_until: Some(Timestamp::from_parts(secs, 0)),
+            ..record(
+                &format!("indicator--{secs}"),
+                "[domain-name:value = 'a.example']",
+                1,
+            )
+        };
+        catalog.load([
+            until(100),
+            until(200),
+            record("indicator--x", "[x:y = 1]", 1),
+        ]);
+        assert_eq!(catalog.expire(Timestamp::from_parts(150, 0)), Ok(1));
+        assert_eq!(catalog.snapshot().len(), 2);
+        assert_eq!(catalog.len(), 2);
+        assert_eq!(catalog.expire(Timestamp::from_parts(150, 0)), Ok(0));
+        assert_eq!(catalog.expire(Timestamp::from_parts(200, 0)), Ok(1));
+        assert_eq!(catalog.snapshot().len(), 1);
     }
 
     #[test]
