@@ -90,6 +90,35 @@ fn sightings(output: &Output) -> Vec<Value> {
         .collect()
 }
 
+/// The sightings of an output, as (indicator id prefix, the minutes of the
+/// observations they cite); the example events are one minute apart,
+/// starting at 09:00.
+fn sightings_by_minute(objects: &[Value]) -> Vec<(String, Vec<String>)> {
+    let by_id: std::collections::HashMap<&str, &Value> = objects
+        .iter()
+        .filter_map(|o| Some((o.get("id")?.as_str()?, o)))
+        .collect();
+    objects
+        .iter()
+        .filter(|o| o["type"] == "sighting")
+        .map(|s| {
+            let minutes = s["observed_data_refs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(|r| {
+                    let observed = by_id.get(r).expect("cited observed-data is in the output");
+                    let first = observed["first_observed"].as_str().unwrap_or_default();
+                    first[14..16].to_string()
+                })
+                .collect();
+            let indicator = s["sighting_of_ref"].as_str().unwrap_or_default();
+            (indicator[11..19].to_string(), minutes)
+        })
+        .collect()
+}
+
 #[test]
 fn match_examples_give_the_expected_sightings() {
     let args = [
@@ -101,28 +130,12 @@ fn match_examples_give_the_expected_sightings() {
     ];
     let output = sightline(&args, "");
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
-    let found: Vec<(String, Vec<String>)> = sightings(&output)
-        .iter()
-        .map(|s| {
-            let refs = s["observed_data_refs"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let ends = refs
-                .iter()
-                .filter_map(Value::as_str)
-                .map(|r| r[r.len() - 2..].to_string());
-            (
-                s["sighting_of_ref"].as_str().unwrap_or_default()[11..19].to_string(),
-                ends.collect(),
-            )
-        })
-        .collect();
+    let objects = sightings(&output);
     let expected: Vec<(&str, Vec<&str>)> = vec![
-        ("c4d8e2f6", vec!["01"]),
-        ("9b1f3e5d", vec!["02"]),
+        ("c4d8e2f6", vec!["00"]),
+        ("9b1f3e5d", vec!["01"]),
         ("3f1c6a0e", vec!["03"]),
-        ("1d3f5b7a", vec!["02", "03"]),
+        ("1d3f5b7a", vec!["01", "03"]),
         ("7a2e9d41", vec!["04"]),
         ("7a2e9d41", vec!["05"]),
         ("7a2e9d41", vec!["06"]),
@@ -133,17 +146,49 @@ fn match_examples_give_the_expected_sightings() {
         .into_iter()
         .map(|(i, r)| (i.to_string(), r.into_iter().map(String::from).collect()))
         .collect();
-    assert_eq!(found, expected);
+    assert_eq!(sightings_by_minute(&objects), expected);
 
-    // Same input, same ids.
+    // One identity, written first; every object once.
+    assert_eq!(objects[0]["type"], "identity");
+    let mut ids: Vec<&str> = objects.iter().filter_map(|o| o["id"].as_str()).collect();
+    let total = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), total, "no object is written twice");
+
+    // Same input, same objects.
     let again = sightline(&args, "");
-    let ids = |o: &Output| {
-        sightings(o)
-            .iter()
-            .map(|s| s["id"].clone())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(ids(&output), ids(&again));
+    assert_eq!(text(&output.stdout), text(&again.stdout));
+}
+
+#[test]
+fn match_bundle_holds_the_same_objects() {
+    let lines = sightline(
+        &[
+            "match",
+            "--indicators",
+            "examples/indicators.json",
+            "--events",
+            "examples/events/observed-data.jsonl",
+        ],
+        "",
+    );
+    let bundled = sightline(
+        &[
+            "match",
+            "--indicators",
+            "examples/indicators.json",
+            "--events",
+            "examples/events/observed-data.jsonl",
+            "--bundle",
+        ],
+        "",
+    );
+    assert_eq!(bundled.status.code(), Some(0));
+    let bundle: Value = serde_json::from_slice(&bundled.stdout).expect("one JSON bundle");
+    assert_eq!(bundle["type"], "bundle");
+    let in_bundle = bundle["objects"].as_array().cloned().unwrap_or_default();
+    assert_eq!(in_bundle, sightings(&lines));
 }
 
 #[test]
@@ -175,7 +220,11 @@ fn match_skips_bad_lines_and_goes_on() {
     assert!(stderr.contains("<stdin>: line 2: invalid JSON"), "{stderr}");
     assert!(stderr.contains("line 3: observed-data observed-data--2: number_observed"));
     assert!(stderr.contains("2 rejected inputs"), "{stderr}");
-    assert_eq!(sightings(&output).len(), 2);
+    let objects = sightings(&output);
+    assert_eq!(
+        objects.iter().filter(|o| o["type"] == "sighting").count(),
+        2
+    );
 }
 
 #[test]

@@ -16,7 +16,7 @@ use crate::matcher::{Catalog, IndicatorError, IndicatorRecord, StreamState};
 use crate::observe::documents::Documents;
 use crate::stix::indicator::{IndicatorUpdate, document_objects, read_indicator};
 use crate::stix::observation::observations_from_document;
-use crate::stix::sighting::sighting;
+use crate::stix::sighting::{EmittedIds, SensorIdentity, bundle, match_objects};
 
 /// Input formats of events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -46,6 +46,52 @@ pub struct MatchArgs {
     /// Where to write sightings ("-" for standard output).
     #[arg(long, short, value_name = "PATH|-", default_value = "-")]
     output: PathBuf,
+
+    /// Write one STIX bundle at the end instead of one object per line
+    /// (holds every output object in memory until then).
+    #[arg(long)]
+    bundle: bool,
+
+    /// Name of the sensor identity that sightings name as where they were
+    /// sighted.
+    #[arg(long, value_name = "NAME", default_value = "sightline")]
+    sensor_name: String,
+}
+
+/// Where output objects go: JSON lines as they come, or one bundle.
+struct Sink {
+    out: Box<dyn Write>,
+    bundled: Option<Vec<serde_json::Value>>,
+    emitted: EmittedIds,
+}
+
+impl Sink {
+    /// Writes `object` unless an object with its id was written already.
+    fn write(&mut self, object: serde_json::Value) -> io::Result<()> {
+        let id = object
+            .get("id")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        if !self.emitted.first_time(id) {
+            return Ok(());
+        }
+        match &mut self.bundled {
+            Some(all) => all.push(object),
+            None => {
+                serde_json::to_writer(&mut self.out, &object)?;
+                self.out.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<()> {
+        if let Some(all) = self.bundled.take() {
+            serde_json::to_writer(&mut self.out, &bundle(all))?;
+            self.out.write_all(b"\n")?;
+        }
+        self.out.flush()
+    }
 }
 
 /// Loads indicators, matches every event, writes sightings.
@@ -66,7 +112,7 @@ pub fn run(args: &MatchArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot open events {}", args.events.display()))?;
         Box::new(BufReader::with_capacity(1 << 16, file))
     };
-    let mut out: Box<dyn Write> = if args.output.as_os_str() == "-" {
+    let out: Box<dyn Write> = if args.output.as_os_str() == "-" {
         Box::new(BufWriter::new(io::stdout().lock()))
     } else {
         let file = File::create(&args.output)
@@ -74,6 +120,12 @@ pub fn run(args: &MatchArgs) -> anyhow::Result<ExitCode> {
         Box::new(BufWriter::new(file))
     };
 
+    let sensor = SensorIdentity::new(&args.sensor_name);
+    let mut sink = Sink {
+        out,
+        bundled: args.bundle.then(Vec::new),
+        emitted: EmittedIds::new(1 << 20),
+    };
     let mut stream = StreamState::default();
     let mut summary = Summary::default();
     let name = if args.events.as_os_str() == "-" {
@@ -95,9 +147,13 @@ pub fn run(args: &MatchArgs) -> anyhow::Result<ExitCode> {
                 Ok(observation) => {
                     summary.observations += 1;
                     for m in stream.process(&snapshot, Arc::new(observation)) {
+                        if summary.sightings == 0 {
+                            sink.write(sensor.object.clone())?;
+                        }
                         summary.sightings += 1;
-                        serde_json::to_writer(&mut out, &sighting(&m))?;
-                        out.write_all(b"\n")?;
+                        for object in match_objects(&m, &sensor) {
+                            sink.write(object)?;
+                        }
                     }
                 }
                 Err(e) => {
@@ -107,7 +163,7 @@ pub fn run(args: &MatchArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    out.flush()?;
+    sink.finish()?;
 
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(

@@ -3,5 +3,6 @@
 pub mod indicator;
 pub mod net;
 pub mod observation;
+pub mod sco;
 pub mod sighting;
 pub mod timestamp;

@@ -1,20 +1,72 @@
-//! STIX 2.1 sightings built from matches.
+//! STIX 2.1 output for matches: a `sighting` of the indicator, the
+//! `observed-data` it was seen in, the cyber-observables of that data, and
+//! the `identity` of the sensor that saw it.
 //!
-//! Ids are deterministic (UUIDv5 in Sightline's namespace over the
-//! indicator id and the identities of the observations), so a replay of the
-//! same input produces the same objects and consumers can deduplicate.
+//! Every id is deterministic, so a replay of the same input produces the
+//! same objects and consumers can deduplicate:
+//! - cyber-observables get the specification's UUIDv5 ids (`stix::sco`);
+//! - observed-data and sightings get UUIDv5 ids in Sightline's namespace
+//!   over what identifies them (the input observation; the indicator id and
+//!   the observed-data ids);
+//! - the sensor identity's id is derived from its name.
+//!
+//! `created` and `modified` are taken from event time (the latest
+//! `last_observed` involved), not from the clock, for the same reason.
 
-use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::observation::Observation;
+use super::sco::sco_id;
+use super::timestamp::Timestamp;
 use crate::matcher::Match;
 
 /// The UUIDv5 namespace of the ids Sightline derives.
 pub const SIGHTLINE_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_4c2e_93a0_4d57_8e1c_2f6a_9d3b_5e71);
 
+/// Fixed `created`/`modified` of the sensor identity, so that it is the
+/// same object in every run.
+const IDENTITY_TIME: &str = "2026-01-01T00:00:00.000Z";
+
+fn derived_id(object_type: &str, name: &str) -> String {
+    format!(
+        "{object_type}--{}",
+        Uuid::new_v5(&SIGHTLINE_NAMESPACE, name.as_bytes())
+    )
+}
+
+/// The `identity` that sightings name as where they were sighted and who
+/// created them.
+#[derive(Clone, Debug)]
+pub struct SensorIdentity {
+    /// The identity's id.
+    pub id: String,
+    /// The identity object.
+    pub object: Value,
+}
+
+impl SensorIdentity {
+    /// An identity of class `system` named `name`.
+    pub fn new(name: &str) -> SensorIdentity {
+        let id = derived_id("identity", &format!("sensor\n{name}"));
+        let object = json!({
+            "type": "identity",
+            "spec_version": "2.1",
+            "id": id,
+            "created": IDENTITY_TIME,
+            "modified": IDENTITY_TIME,
+            "name": name,
+            "identity_class": "system",
+        });
+        SensorIdentity { id, object }
+    }
+}
+
 /// A stable text naming an observation: its id when it has one, else its
 /// content.
-fn observation_identity(obs: &crate::stix::observation::Observation) -> String {
+fn observation_identity(obs: &Observation) -> String {
     match &obs.id {
         Some(id) => id.clone(),
         None => format!(
@@ -27,43 +79,248 @@ fn observation_identity(obs: &crate::stix::observation::Observation) -> String {
     }
 }
 
-/// The sighting id for `m`.
-pub fn sighting_id(m: &Match) -> String {
-    let mut name = String::from(&*m.indicator.id);
-    for obs in &m.observations {
-        name.push('\n');
-        name.push_str(&observation_identity(obs));
-    }
-    format!(
-        "sighting--{}",
-        Uuid::new_v5(&SIGHTLINE_NAMESPACE, name.as_bytes())
+/// The id of the observed-data Sightline emits for `obs`.
+pub fn observed_data_id(obs: &Observation) -> String {
+    derived_id(
+        "observed-data",
+        &format!("observed-data\n{}", observation_identity(obs)),
     )
 }
 
-/// A minimal STIX 2.1 sighting of `m`'s indicator by its observations.
-pub fn sighting(m: &Match) -> Value {
+/// The sighting id for `m`: the indicator and the observations.
+pub fn sighting_id(m: &Match) -> String {
+    let mut name = format!("sighting\n{}", m.indicator.id);
+    for obs in &m.observations {
+        name.push('\n');
+        name.push_str(&observed_data_id(obs));
+    }
+    derived_id("sighting", &name)
+}
+
+/// The cyber-observables of `obs` as STIX 2.1 objects with deterministic
+/// ids, references rewritten from local keys (STIX 2.0) to those ids.
+pub fn cyber_observables(obs: &Observation) -> Vec<Value> {
+    let keys: HashMap<&str, usize> = obs
+        .objects
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (o.key.as_str(), i))
+        .collect();
+    let mut ids: Vec<Option<String>> = vec![None; obs.objects.len()];
+    let mut out: Vec<Option<Value>> = vec![None; obs.objects.len()];
+
+    // Objects are named after what they reference, so an object gets its
+    // id once every object it references has one. Objects in a reference
+    // cycle are finished in a last pass with the references they can use.
+    for last_pass in [false, true] {
+        let mut progress = true;
+        while progress {
+            progress = false;
+            for (i, object) in obs.objects.iter().enumerate() {
+                if ids[i].is_some() {
+                    continue;
+                }
+                let Some(converted) = rewrite_refs(&object.value, &keys, &ids, last_pass) else {
+                    continue;
+                };
+                let id = match existing_id(&object.key, &object.value) {
+                    Some(id) => id,
+                    None => sco_id(&converted).unwrap_or_else(|| {
+                        derived_id(&object.object_type, &observation_identity(obs))
+                    }),
+                };
+                let mut converted = converted;
+                if let Value::Object(map) = &mut converted {
+                    map.insert("id".into(), Value::String(id.clone()));
+                    map.entry("spec_version").or_insert_with(|| json!("2.1"));
+                }
+                ids[i] = Some(id);
+                out[i] = Some(converted);
+                progress = true;
+            }
+        }
+    }
+    out.into_iter().flatten().collect()
+}
+
+/// The id an object already has (STIX 2.1 input): its key is its id.
+fn existing_id(key: &str, object: &Value) -> Option<String> {
+    let id = object.get("id").and_then(Value::as_str)?;
+    (id == key && id.contains("--")).then(|| id.to_string())
+}
+
+/// `object` with `_ref`/`_refs` values that name local keys replaced by the
+/// referenced objects' ids. `None` while a referenced object has no id yet,
+/// unless `force`: then unresolvable local references are dropped.
+fn rewrite_refs(
+    object: &Value,
+    keys: &HashMap<&str, usize>,
+    ids: &[Option<String>],
+    force: bool,
+) -> Option<Value> {
+    let Value::Object(map) = object else {
+        return Some(object.clone());
+    };
+    let mut out = Map::new();
+    for (name, value) in map {
+        let resolve = |r: &str| -> Result<Option<String>, ()> {
+            match keys.get(r) {
+                // A reference to another object of this observation.
+                Some(&i) => match &ids[i] {
+                    Some(id) => Ok(Some(id.clone())),
+                    None if force => Ok(None),
+                    None => Err(()),
+                },
+                // Already an id (STIX 2.1), or dangling: kept when it looks
+                // like an id, dropped otherwise.
+                None => Ok(r.contains("--").then(|| r.to_string())),
+            }
+        };
+        if name.ends_with("_ref") {
+            if let Some(r) = value.as_str() {
+                if let Some(id) = resolve(r).ok()? {
+                    out.insert(name.clone(), Value::String(id));
+                }
+                continue;
+            }
+        }
+        if name.ends_with("_refs") {
+            if let Some(list) = value.as_array() {
+                let mut refs = Vec::new();
+                for r in list.iter().filter_map(Value::as_str) {
+                    if let Some(id) = resolve(r).ok()? {
+                        refs.push(Value::String(id));
+                    }
+                }
+                if !refs.is_empty() {
+                    out.insert(name.clone(), Value::Array(refs));
+                }
+                continue;
+            }
+        }
+        out.insert(name.clone(), value.clone());
+    }
+    Some(Value::Object(out))
+}
+
+/// The observed-data object for `obs`, referencing `sco_ids`.
+pub fn observed_data(obs: &Observation, sco_ids: &[String], sensor: &SensorIdentity) -> Value {
+    let time = obs.last_observed.to_stix_millis();
+    json!({
+        "type": "observed-data",
+        "spec_version": "2.1",
+        "id": observed_data_id(obs),
+        "created": time,
+        "modified": time,
+        "created_by_ref": sensor.id,
+        "first_observed": obs.first_observed.to_stix_millis(),
+        "last_observed": obs.last_observed.to_stix_millis(),
+        "number_observed": obs.number_observed,
+        "object_refs": sco_ids,
+    })
+}
+
+/// The sighting of `m`'s indicator.
+pub fn sighting(m: &Match, sensor: &SensorIdentity) -> Value {
     let first = m.observations.iter().map(|o| o.first_observed).min();
     let last = m.observations.iter().map(|o| o.last_observed).max();
-    let first = first.unwrap_or(crate::stix::timestamp::Timestamp::EPOCH);
+    let first = first.unwrap_or(Timestamp::EPOCH);
     let last = last.unwrap_or(first);
-    let refs: Vec<&str> = m
+    let count: u64 = m
         .observations
         .iter()
-        .filter_map(|o| o.id.as_deref())
-        .collect();
-    let mut object = json!({
+        .map(|o| u64::from(o.number_observed))
+        .sum();
+    let refs: Vec<String> = m.observations.iter().map(|o| observed_data_id(o)).collect();
+    json!({
         "type": "sighting",
         "spec_version": "2.1",
         "id": sighting_id(m),
         "created": last.to_stix_millis(),
         "modified": last.to_stix_millis(),
+        "created_by_ref": sensor.id,
         "sighting_of_ref": &*m.indicator.id,
+        "observed_data_refs": refs,
+        "where_sighted_refs": [sensor.id],
         "first_seen": first.to_stix_millis(),
         "last_seen": last.to_stix_millis(),
-        "count": 1,
-    });
-    if !refs.is_empty() {
-        object["observed_data_refs"] = json!(refs);
+        "count": count.clamp(1, 999_999_999),
+    })
+}
+
+/// Every object a match produces, in an order where referenced objects
+/// come first: cyber-observables, observed-data, then the sighting. The
+/// sensor identity is not included (emit it once per output).
+pub fn match_objects(m: &Match, sensor: &SensorIdentity) -> Vec<Value> {
+    let mut objects = Vec::new();
+    for obs in &m.observations {
+        let scos = cyber_observables(obs);
+        let ids: Vec<String> = scos
+            .iter()
+            .filter_map(|o| o.get("id").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        objects.extend(scos);
+        objects.push(observed_data(obs, &ids, sensor));
     }
-    object
+    objects.push(sighting(m, sensor));
+    objects
+}
+
+/// Remembers which object ids were already written, so that an observation
+/// matched by several indicators is written once. Bounded: forgets
+/// everything past `limit` ids (a repeat is then written again, harmless
+/// since ids are deterministic).
+#[derive(Debug)]
+pub struct EmittedIds {
+    seen: std::collections::HashSet<String>,
+    limit: usize,
+}
+
+impl EmittedIds {
+    /// A set that holds at most `limit` ids.
+    pub fn new(limit: usize) -> EmittedIds {
+        EmittedIds {
+            seen: Default::default(),
+            limit,
+        }
+    }
+
+    /// True the first time `id` is offered (until the set is reset).
+    pub fn first_time(&mut self, id: &str) -> bool {
+        if self.seen.contains(id) {
+            return false;
+        }
+        if self.seen.len() >= self.limit {
+            self.seen.clear();
+        }
+        self.seen.insert(id.to_string());
+        true
+    }
+}
+
+/// Groups output objects by id, keeping the last of each, for `--bundle`.
+pub fn bundle(objects: Vec<Value>) -> Value {
+    let mut by_id: BTreeMap<String, Value> = BTreeMap::new();
+    let mut order = Vec::new();
+    for object in objects {
+        let id = object
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if !by_id.contains_key(&id) {
+            order.push(id.clone());
+        }
+        by_id.insert(id, object);
+    }
+    let objects: Vec<Value> = order
+        .into_iter()
+        .filter_map(|id| by_id.remove(&id))
+        .collect();
+    let name = objects
+        .iter()
+        .filter_map(|o| o.get("id").and_then(Value::as_str))
+        .collect::<Vec<_>>()
+        .join("\n");
+    json!({"type": "bundle", "id": derived_id("bundle", &name), "objects": objects})
 }
