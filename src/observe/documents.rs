@@ -25,26 +25,32 @@ pub struct DocumentError {
     pub text: String,
 }
 
-/// Iterator over the JSON documents of a reader.
-pub struct Documents<R> {
+/// Iterator over the raw text of the JSON documents of a reader, each with
+/// the line it starts on. The text is not parsed: log decoders read only
+/// the fields they need from it.
+pub struct RawDocuments<R> {
     reader: R,
     line_no: usize,
     buffer: String,
     buffer_start: usize,
+    /// A line that starts the next document, read while finishing a broken
+    /// one.
+    pending: Option<String>,
     depth: i64,
     in_string: bool,
     escaped: bool,
     done: bool,
 }
 
-impl<R: BufRead> Documents<R> {
+impl<R: BufRead> RawDocuments<R> {
     /// Reads documents from `reader`.
-    pub fn new(reader: R) -> Documents<R> {
-        Documents {
+    pub fn new(reader: R) -> RawDocuments<R> {
+        RawDocuments {
             reader,
             line_no: 0,
             buffer: String::new(),
             buffer_start: 0,
+            pending: None,
             depth: 0,
             in_string: false,
             escaped: false,
@@ -91,46 +97,75 @@ impl<R: BufRead> Documents<R> {
         self.reset();
         DocumentError { line, reason, text }
     }
+
+    fn take(&mut self) -> (usize, String) {
+        let start = self.buffer_start;
+        let text = std::mem::take(&mut self.buffer);
+        self.reset();
+        (start, text)
+    }
+
+    fn read_line(&mut self) -> Result<Option<String>, DocumentError> {
+        if let Some(line) = self.pending.take() {
+            return Ok(Some(line));
+        }
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => Ok(None),
+            Ok(_) => {
+                self.line_no += 1;
+                Ok(Some(line))
+            }
+            Err(e) => {
+                self.buffer_start = self.line_no + 1;
+                Err(self.error(format!("read error: {e}")))
+            }
+        }
+    }
 }
 
-impl<R: BufRead> Iterator for Documents<R> {
-    type Item = Result<(usize, Value), DocumentError>;
+impl<R: BufRead> Iterator for RawDocuments<R> {
+    type Item = Result<(usize, String), DocumentError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let mut line = String::new();
         while !self.done {
-            line.clear();
-            match self.reader.read_line(&mut line) {
-                Ok(0) => {
+            let line = match self.read_line() {
+                Ok(Some(line)) => line,
+                Ok(None) => {
                     self.done = true;
                     break;
                 }
-                Ok(_) => {}
                 Err(e) => {
                     self.done = true;
-                    self.buffer_start = self.line_no + 1;
-                    return Some(Err(self.error(format!("read error: {e}"))));
+                    return Some(Err(e));
                 }
-            }
-            self.line_no += 1;
+            };
             if self.buffer.is_empty() {
                 if line.trim().is_empty() {
                     continue;
                 }
                 self.buffer_start = self.line_no;
-                // The common case, JSON lines: the line is a document. A
-                // line that is only the start of one goes on to buffering.
-                match serde_json::from_str::<Value>(&line) {
-                    Ok(value) => return Some(Ok((self.line_no, value))),
-                    Err(e) if !e.is_eof() => {
-                        self.buffer.push_str(&line);
-                        return Some(Err(self.error(format!("invalid JSON: {e}"))));
-                    }
-                    Err(_) => {}
-                }
+            } else if line.starts_with('{') {
+                // A document opening at the start of a line while another is
+                // still open: the open one was cut short (a truncated JSON
+                // line). Report it and start over with this line.
+                self.pending = Some(line);
+                let reason = "incomplete JSON document".to_string();
+                return Some(Err(self.error(reason)));
             }
+            let first_line = self.buffer.is_empty();
             self.scan(&line);
             self.buffer.push_str(&line);
+            if first_line && self.depth > 0 {
+                // A line that opens a document without closing it: either the
+                // start of a multi-line document, or a broken JSON line.
+                let probe = serde_json::from_str::<serde::de::IgnoredAny>(&line);
+                if let Err(e) = probe.map(drop) {
+                    if !e.is_eof() {
+                        return Some(Err(self.error(format!("invalid JSON: {e}"))));
+                    }
+                }
+            }
             if self.buffer.len() > MAX_DOCUMENT_BYTES {
                 let reason = format!("document exceeds {MAX_DOCUMENT_BYTES} bytes");
                 return Some(Err(self.error(reason)));
@@ -138,21 +173,40 @@ impl<R: BufRead> Iterator for Documents<R> {
             if self.depth > 0 || self.in_string {
                 continue;
             }
-            let parsed = serde_json::from_str::<Value>(&self.buffer);
-            return Some(match parsed {
-                Ok(value) => {
-                    let start = self.buffer_start;
-                    self.reset();
-                    Ok((start, value))
-                }
-                Err(e) => Err(self.error(format!("invalid JSON: {e}"))),
-            });
+            return Some(Ok(self.take()));
         }
         if !self.buffer.trim().is_empty() {
             let reason = "incomplete JSON document at the end of the input".to_string();
             return Some(Err(self.error(reason)));
         }
         None
+    }
+}
+
+/// Iterator over the parsed JSON documents of a reader.
+pub struct Documents<R> {
+    raw: RawDocuments<R>,
+}
+
+impl<R: BufRead> Documents<R> {
+    /// Reads documents from `reader`.
+    pub fn new(reader: R) -> Documents<R> {
+        Documents { raw: RawDocuments::new(reader) }
+    }
+}
+
+impl<R: BufRead> Iterator for Documents<R> {
+    type Item = Result<(usize, Value), DocumentError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (line, text) = match self.raw.next()? {
+            Ok(found) => found,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(match serde_json::from_str::<Value>(&text) {
+            Ok(value) => Ok((line, value)),
+            Err(e) => Err(DocumentError { line, reason: format!("invalid JSON: {e}"), text }),
+        })
     }
 }
 
@@ -178,6 +232,11 @@ mod tests {
     fn pretty_documents_and_brackets_in_strings() {
         let text = "{\n  \"a\": \"}{]\\\"[\",\n  \"b\": [1,\n 2]\n}\n{\"c\": 3}\n";
         assert_eq!(read(text), vec![Ok(1), Ok(6)]);
+    }
+
+    #[test]
+    fn truncated_line_does_not_swallow_the_next() {
+        assert_eq!(read("{\"a\": [1,\n{\"b\": 2}\n"), vec![Err(1), Ok(2)]);
     }
 
     #[test]
