@@ -191,7 +191,9 @@ pub struct Documents<R> {
 impl<R: BufRead> Documents<R> {
     /// Reads documents from `reader`.
     pub fn new(reader: R) -> Documents<R> {
-        Documents { raw: RawDocuments::new(reader) }
+        Documents {
+            raw: RawDocuments::new(reader),
+        }
     }
 }
 
@@ -205,7 +207,11 @@ impl<R: BufRead> Iterator for Documents<R> {
         };
         Some(match serde_json::from_str::<Value>(&text) {
             Ok(value) => Ok((line, value)),
-            Err(e) => Err(DocumentError { line, reason: format!("invalid JSON: {e}"), text }),
+            Err(e) => Err(DocumentError {
+                line,
+                reason: format!("invalid JSON: {e}"),
+                text,
+            }),
         })
     }
 }

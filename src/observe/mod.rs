@@ -2,3 +2,4 @@
 //! and (for the `stix` format) observed-data taken as it is.
 
 pub mod documents;
+pub mod fields;
