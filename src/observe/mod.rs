@@ -3,3 +3,4 @@
 
 pub mod documents;
 pub mod fields;
+pub mod mapping;

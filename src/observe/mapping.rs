@@ -1,0 +1,879 @@
+//! Mapping files: how a JSON log event becomes a STIX observation.
+//!
+//! The format is documented in `MAPPINGS.md` beside this file. A
+//! [`MappingConfig`] is what the TOML says; [`Mapping`] is the validated,
+//! compiled form, with every field path registered in one [`FieldSet`] so
+//! that an event is decoded once, for only the fields that some rule uses.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::fields::{FieldId, FieldSet, Fields};
+use crate::stix::net::parse_ip_net;
+use crate::stix::observation::Observation;
+use crate::stix::timestamp::Timestamp;
+
+/// A mapping file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingConfig {
+    /// Format name for summaries.
+    pub format: String,
+    /// The kinds of events, tried in order.
+    #[serde(rename = "kind")]
+    pub kinds: Vec<KindConfig>,
+}
+
+/// One kind of event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KindConfig {
+    /// Kind name for summaries (`conn`, `dns`, …).
+    pub name: String,
+    /// When the kind applies.
+    #[serde(default)]
+    pub detect: DetectConfig,
+    /// Where the event time is.
+    pub time: TimeConfig,
+    /// The cyber-observables to build.
+    #[serde(rename = "object", default)]
+    pub objects: Vec<ObjectConfig>,
+}
+
+/// Fields that must be present, and fields that must have a value.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectConfig {
+    /// Paths that must be present.
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// Paths that must equal the given values.
+    #[serde(default)]
+    pub equals: BTreeMap<String, toml::Value>,
+}
+
+/// The event time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeConfig {
+    /// Path of the time field.
+    pub field: String,
+    /// How to read it.
+    pub format: TimeFormat,
+}
+
+/// How a time field is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeFormat {
+    /// RFC 3339 text with `Z` or an offset.
+    Rfc3339,
+    /// Seconds since 1970, number or numeric text.
+    Epoch,
+    /// Milliseconds since 1970.
+    EpochMillis,
+}
+
+/// One cyber-observable rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectConfig {
+    /// Name of the object inside the observation.
+    pub key: String,
+    /// STIX type, or `ip` for an address of either family.
+    #[serde(rename = "type")]
+    pub object_type: String,
+    /// Fields that must all be present for the object to be built.
+    #[serde(default)]
+    pub requires: Option<Vec<String>>,
+    /// The properties.
+    pub properties: BTreeMap<String, PropertyConfig>,
+}
+
+/// How one property gets its value.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PropertyConfig {
+    /// A field path, value as it is.
+    Path(String),
+    /// A table.
+    Rule(PropertyRule),
+}
+
+/// The table form of a property.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PropertyRule {
+    /// A field path.
+    pub field: Option<String>,
+    /// Text built from fields: `{path}` is replaced by the field's value.
+    pub template: Option<String>,
+    /// A reference to another object of the kind, by key.
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+    /// A dictionary of sub-properties.
+    pub dict: Option<BTreeMap<String, PropertyConfig>>,
+    /// How to normalise the value.
+    #[serde(rename = "as", default)]
+    pub normalize: Normalize,
+    /// Put the value in a list.
+    #[serde(default)]
+    pub list: bool,
+}
+
+/// Value normalisers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Normalize {
+    /// The value as it is.
+    #[default]
+    Raw,
+    /// Any scalar as text.
+    String,
+    /// A whole number (numeric text accepted).
+    Integer,
+    /// Lower-cased text.
+    Lowercase,
+    /// Lower-cased, without a trailing dot.
+    Domain,
+    /// An IP address in canonical text.
+    Ip,
+    /// A hex digest, lower-cased.
+    Hash,
+    /// A URL; `http://` put in front when it has no scheme.
+    Url,
+    /// A time in the kind's format, written as STIX RFC 3339.
+    Timestamp,
+}
+
+/// Why a mapping file is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MappingError {
+    /// The TOML does not parse or does not have the expected shape.
+    #[error("mapping {name}: {reason}")]
+    Syntax {
+        /// File or built-in name.
+        name: String,
+        /// The parser's explanation.
+        reason: String,
+    },
+    /// A rule is inconsistent.
+    #[error("mapping {name}, kind {kind}, object {object}: {reason}")]
+    Rule {
+        /// File or built-in name.
+        name: String,
+        /// The kind.
+        kind: String,
+        /// The object key.
+        object: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Why one event could not become an observation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// No kind of the mapping applies.
+    #[error("no {format} event kind matches this event")]
+    NoKind {
+        /// The format name.
+        format: String,
+    },
+    /// The time field is missing or unreadable.
+    #[error("{kind} event: time field {field}: {reason}")]
+    Time {
+        /// The kind.
+        kind: String,
+        /// The time field path.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No object could be built from the event.
+    #[error("{kind} event carries none of the fields its mapping uses")]
+    Empty {
+        /// The kind.
+        kind: String,
+    },
+}
+
+/// A compiled property rule.
+#[derive(Debug, Clone)]
+enum Property {
+    Field {
+        field: FieldId,
+        normalize: Normalize,
+        list: bool,
+    },
+    Template {
+        parts: Vec<TemplatePart>,
+        normalize: Normalize,
+        list: bool,
+    },
+    Ref(String),
+    Dict(Vec<(String, Property)>),
+}
+
+#[derive(Debug, Clone)]
+enum TemplatePart {
+    Text(String),
+    Field(FieldId),
+}
+
+#[derive(Debug, Clone)]
+struct ObjectRule {
+    key: String,
+    object_type: String,
+    requires: Vec<FieldId>,
+    properties: Vec<(String, Property)>,
+}
+
+#[derive(Debug, Clone)]
+struct Kind {
+    name: String,
+    detect_fields: Vec<FieldId>,
+    detect_equals: Vec<(FieldId, Value)>,
+    time_field: FieldId,
+    time_path: String,
+    time_format: TimeFormat,
+    objects: Vec<ObjectRule>,
+}
+
+/// A compiled mapping.
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    format: String,
+    kinds: Vec<Kind>,
+    fields: FieldSet,
+}
+
+impl Mapping {
+    /// Parses and compiles a mapping file's text; `name` is used in errors.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`MappingError`] when the TOML is malformed or a rule is
+    /// inconsistent (unknown reference, template without fields, …).
+    pub fn from_toml(name: &str, text: &str) -> Result<Mapping, MappingError> {
+        let config: MappingConfig = toml::from_str(text).map_err(|e| MappingError::Syntax {
+            name: name.to_string(),
+            reason: e.to_string(),
+        })?;
+        Mapping::compile(name, &config)
+    }
+
+    /// Compiles a parsed configuration.
+    ///
+    /// # Errors
+    ///
+    /// As [`Mapping::from_toml`].
+    pub fn compile(name: &str, config: &MappingConfig) -> Result<Mapping, MappingError> {
+        let mut fields = FieldSet::new();
+        let mut kinds = Vec::new();
+        if config.kinds.is_empty() {
+            let reason = "it defines no [[kind]]".to_string();
+            return Err(MappingError::Syntax {
+                name: name.to_string(),
+                reason,
+            });
+        }
+        for kind in &config.kinds {
+            let keys: Vec<&str> = kind.objects.iter().map(|o| o.key.as_str()).collect();
+            let mut objects = Vec::new();
+            for object in &kind.objects {
+                let fail = |reason: String| MappingError::Rule {
+                    name: name.to_string(),
+                    kind: kind.name.clone(),
+                    object: object.key.clone(),
+                    reason,
+                };
+                let mut properties = Vec::new();
+                for (property, rule) in &object.properties {
+                    let compiled = compile_property(rule, &mut fields, &keys).map_err(&fail)?;
+                    properties.push((property.clone(), compiled));
+                }
+                let requires = match &object.requires {
+                    Some(paths) => paths.iter().map(|p| fields.add(p)).collect(),
+                    None => properties
+                        .iter()
+                        .find_map(|(_, p)| first_fields(p))
+                        .unwrap_or_default(),
+                };
+                if properties.is_empty() {
+                    return Err(fail("it has no properties".into()));
+                }
+                objects.push(ObjectRule {
+                    key: object.key.clone(),
+                    object_type: object.object_type.clone(),
+                    requires,
+                    properties,
+                });
+            }
+            let detect_fields = kind.detect.fields.iter().map(|p| fields.add(p)).collect();
+            let detect_equals = kind
+                .detect
+                .equals
+                .iter()
+                .map(|(p, v)| (fields.add(p), toml_to_json(v)))
+                .collect();
+            kinds.push(Kind {
+                name: kind.name.clone(),
+                detect_fields,
+                detect_equals,
+                time_field: fields.add(&kind.time.field),
+                time_path: kind.time.field.clone(),
+                time_format: kind.time.format,
+                objects,
+            });
+        }
+        Ok(Mapping {
+            format: config.format.clone(),
+            kinds,
+            fields,
+        })
+    }
+
+    /// The format name.
+    pub fn format(&self) -> &str {
+        &self.format
+    }
+
+    /// The fields this mapping reads.
+    pub fn fields(&self) -> &FieldSet {
+        &self.fields
+    }
+
+    /// The name of the first kind whose detection rule holds on `fields`.
+    pub fn detect(&self, fields: &Fields) -> Option<&str> {
+        self.kind_for(fields).map(|k| k.name.as_str())
+    }
+
+    fn kind_for(&self, fields: &Fields) -> Option<&Kind> {
+        self.kinds.iter().find(|kind| {
+            kind.detect_fields.iter().all(|f| fields.get(*f).is_some())
+                && kind
+                    .detect_equals
+                    .iter()
+                    .all(|(f, v)| fields.get(*f) == Some(v))
+        })
+    }
+
+    /// Builds the observation of one event from its decoded fields; also
+    /// returns the kind's name.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`EventError`] when no kind applies, the time is unreadable,
+    /// or no object can be built.
+    pub fn observe(&self, fields: &Fields) -> Result<(Observation, &str), EventError> {
+        let kind = self.kind_for(fields).ok_or_else(|| EventError::NoKind {
+            format: self.format.clone(),
+        })?;
+        let time = read_time(fields, kind)?;
+
+        let mut built: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        let mut pending_refs: Vec<(String, String, String)> = Vec::new();
+        for rule in &kind.objects {
+            if !rule.requires.iter().all(|f| fields.get(*f).is_some()) {
+                continue;
+            }
+            let mut object = Map::new();
+            for (name, property) in &rule.properties {
+                match property {
+                    Property::Ref(target) => {
+                        pending_refs.push((rule.key.clone(), name.clone(), target.clone()))
+                    }
+                    _ => {
+                        if let Some(value) = evaluate(property, fields, kind.time_format) {
+                            object.insert(name.clone(), value);
+                        }
+                    }
+                }
+            }
+            let object_type = match rule.object_type.as_str() {
+                "ip" => match object
+                    .get("value")
+                    .and_then(Value::as_str)
+                    .and_then(parse_ip_net)
+                {
+                    Some(ipnet::IpNet::V4(_)) => "ipv4-addr",
+                    Some(ipnet::IpNet::V6(_)) => "ipv6-addr",
+                    None => continue,
+                },
+                other => other,
+            };
+            object.insert("type".into(), Value::String(object_type.to_string()));
+            built.insert(rule.key.clone(), object);
+        }
+        // References only to objects that hold something; then objects
+        // left with nothing but their type are dropped.
+        let holds = |o: &Map<String, Value>| o.len() > 1;
+        for (from, property, target) in pending_refs {
+            if built.get(&target).is_some_and(holds) {
+                if let Some(object) = built.get_mut(&from) {
+                    object.insert(property, Value::String(target));
+                }
+            }
+        }
+        built.retain(|_, o| holds(o));
+        if built.is_empty() {
+            return Err(EventError::Empty {
+                kind: kind.name.clone(),
+            });
+        }
+        let objects = built
+            .into_iter()
+            .map(|(k, v)| (k, Value::Object(v)))
+            .collect();
+        Ok((Observation::single(time, objects), kind.name.as_str()))
+    }
+}
+
+fn compile_property(
+    config: &PropertyConfig,
+    fields: &mut FieldSet,
+    keys: &[&str],
+) -> Result<Property, String> {
+    let rule = match config {
+        PropertyConfig::Path(path) => {
+            return Ok(Property::Field {
+                field: fields.add(path),
+                normalize: Normalize::Raw,
+                list: false,
+            });
+        }
+        PropertyConfig::Rule(rule) => rule,
+    };
+    let sources = [
+        rule.field.is_some(),
+        rule.template.is_some(),
+        rule.reference.is_some(),
+        rule.dict.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() != 1 {
+        return Err("a property needs exactly one of field, template, ref or dict".into());
+    }
+    if let Some(path) = &rule.field {
+        return Ok(Property::Field {
+            field: fields.add(path),
+            normalize: rule.normalize,
+            list: rule.list,
+        });
+    }
+    if let Some(template) = &rule.template {
+        let parts = parse_template(template, fields)?;
+        return Ok(Property::Template {
+            parts,
+            normalize: rule.normalize,
+            list: rule.list,
+        });
+    }
+    if let Some(target) = &rule.reference {
+        if !keys.contains(&target.as_str()) {
+            return Err(format!("ref {target:?} names no object of this kind"));
+        }
+        return Ok(Property::Ref(target.clone()));
+    }
+    let mut entries = Vec::new();
+    for (key, sub) in rule.dict.iter().flatten() {
+        entries.push((key.clone(), compile_property(sub, fields, keys)?));
+    }
+    Ok(Property::Dict(entries))
+}
+
+fn parse_template(template: &str, fields: &mut FieldSet) -> Result<Vec<TemplatePart>, String> {
+    let mut parts = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            parts.push(TemplatePart::Text(rest[..open].to_string()));
+        }
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| format!("template {template:?}: '{{' without '}}'"))?;
+        parts.push(TemplatePart::Field(fields.add(&after[..close])));
+        rest = &after[close + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(TemplatePart::Text(rest.to_string()));
+    }
+    if !parts.iter().any(|p| matches!(p, TemplatePart::Field(_))) {
+        return Err(format!("template {template:?} names no field"));
+    }
+    Ok(parts)
+}
+
+/// The fields whose presence a property needs, for the default `requires`.
+fn first_fields(property: &Property) -> Option<Vec<FieldId>> {
+    match property {
+        Property::Field { field, .. } => Some(vec![*field]),
+        Property::Template { parts, .. } => Some(
+            parts
+                .iter()
+                .filter_map(|p| match p {
+                    TemplatePart::Field(f) => Some(*f),
+                    TemplatePart::Text(_) => None,
+                })
+                .collect(),
+        ),
+        Property::Ref(_) | Property::Dict(_) => None,
+    }
+}
+
+fn evaluate(property: &Property, fields: &Fields, time_format: TimeFormat) -> Option<Value> {
+    match property {
+        Property::Field {
+            field,
+            normalize,
+            list,
+        } => {
+            let raw = fields.get(*field)?;
+            finish(raw, *normalize, *list, time_format)
+        }
+        Property::Template {
+            parts,
+            normalize,
+            list,
+        } => {
+            let mut text = String::new();
+            for part in parts {
+                match part {
+                    TemplatePart::Text(t) => text.push_str(t),
+                    TemplatePart::Field(f) => text.push_str(&scalar_text(fields.get(*f)?)?),
+                }
+            }
+            finish(&Value::String(text), *normalize, *list, time_format)
+        }
+        Property::Ref(_) => None,
+        Property::Dict(entries) => {
+            let map: Map<String, Value> = entries
+                .iter()
+                .filter_map(|(k, p)| Some((k.clone(), evaluate(p, fields, time_format)?)))
+                .collect();
+            (!map.is_empty()).then_some(Value::Object(map))
+        }
+    }
+}
+
+/// Normalises `raw` (each element of a list), then wraps it in a list if
+/// asked.
+fn finish(raw: &Value, normalize: Normalize, list: bool, time_format: TimeFormat) -> Option<Value> {
+    let value = match raw {
+        Value::Array(items) => {
+            let items: Vec<Value> = items
+                .iter()
+                .filter_map(|v| normalize_one(v, normalize, time_format))
+                .collect();
+            if items.is_empty() {
+                return None;
+            }
+            return Some(if list || items.len() > 1 {
+                Value::Array(items)
+            } else {
+                items.into_iter().next()?
+            });
+        }
+        other => normalize_one(other, normalize, time_format)?,
+    };
+    Some(if list {
+        Value::Array(vec![value])
+    } else {
+        value
+    })
+}
+
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn normalize_one(value: &Value, normalize: Normalize, time_format: TimeFormat) -> Option<Value> {
+    let text = || scalar_text(value).filter(|t| !t.is_empty());
+    Some(match normalize {
+        Normalize::Raw => value.clone(),
+        Normalize::String => Value::String(text()?),
+        Normalize::Integer => match value {
+            Value::Number(n) if n.is_i64() || n.is_u64() => value.clone(),
+            _ => Value::from(text()?.trim().parse::<i64>().ok()?),
+        },
+        Normalize::Lowercase | Normalize::Hash => Value::String(text()?.to_lowercase()),
+        Normalize::Domain => {
+            let lowered = text()?.to_lowercase();
+            Value::String(lowered.strip_suffix('.').unwrap_or(&lowered).to_string())
+        }
+        Normalize::Ip => {
+            let text = text()?;
+            let net = parse_ip_net(text.trim())?;
+            Value::String(if text.contains('/') {
+                net.to_string()
+            } else {
+                net.addr().to_string()
+            })
+        }
+        Normalize::Url => {
+            let text = text()?;
+            if text.contains("://") {
+                Value::String(text)
+            } else {
+                Value::String(format!("http://{text}"))
+            }
+        }
+        Normalize::Timestamp => {
+            Value::String(parse_time(value, time_format).ok()?.to_stix_millis())
+        }
+    })
+}
+
+fn read_time(fields: &Fields, kind: &Kind) -> Result<Timestamp, EventError> {
+    let fail = |reason: String| EventError::Time {
+        kind: kind.name.clone(),
+        field: kind.time_path.clone(),
+        reason,
+    };
+    let value = fields
+        .get(kind.time_field)
+        .ok_or_else(|| fail("missing".into()))?;
+    parse_time(value, kind.time_format).map_err(fail)
+}
+
+fn parse_time(value: &Value, format: TimeFormat) -> Result<Timestamp, String> {
+    let text = match value {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.trim().to_string(),
+        _ => return Err("not a timestamp".into()),
+    };
+    // Digits of the unit's fraction that make whole nanoseconds.
+    let places = match format {
+        TimeFormat::Rfc3339 => {
+            return Timestamp::parse_rfc3339(&text).map_err(|e| format!("{text:?}: {e}"));
+        }
+        TimeFormat::Epoch => 9,
+        TimeFormat::EpochMillis => 6,
+    };
+    let nanos = decimal_nanos(&text, places).ok_or_else(|| format!("{text:?} is not a number"))?;
+    // Years 0000-9999 only, as everywhere else.
+    let secs = nanos.div_euclid(1_000_000_000);
+    if !(-62_167_219_200..=253_402_300_799).contains(&secs) {
+        return Err(format!("{text} is out of range"));
+    }
+    Ok(Timestamp::from_unix_nanos(nanos))
+}
+
+/// Reads decimal `text` (`1795165200.25`, `-3`, `1.5e3`) scaled by
+/// 10^`places`, exactly when there is no exponent.
+fn decimal_nanos(text: &str, places: u32) -> Option<i128> {
+    if text.contains(['e', 'E']) {
+        let value = text.parse::<f64>().ok()?;
+        let scaled = value * 10f64.powi(places as i32);
+        return (scaled.is_finite() && scaled.abs() < 1e30).then(|| scaled.round() as i128);
+    }
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let all_digits = whole
+        .bytes()
+        .chain(fraction.bytes())
+        .all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && fraction.is_empty()) || !all_digits || whole.len() > 20 {
+        return None;
+    }
+    let mut value: i128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let mut fraction = fraction.bytes();
+    for _ in 0..places {
+        let digit = fraction.next().map_or(0, |b| i128::from(b - b'0'));
+        value = value * 10 + digit;
+    }
+    Some(if negative { -value } else { value })
+}
+
+fn toml_to_json(value: &toml::Value) -> Value {
+    match value {
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => {
+            serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+        }
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(items) => Value::Array(items.iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => Value::Object(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const SAMPLE: &str = r#"
+format = "sample"
+
+[[kind]]
+name = "flow"
+detect = { fields = ["src_ip"], equals = { event_type = "flow" } }
+time = { field = "timestamp", format = "rfc3339" }
+
+[[kind.object]]
+key = "src"
+type = "ip"
+properties = { value = { field = "src_ip", as = "ip" } }
+
+[[kind.object]]
+key = "dst"
+type = "ip"
+properties = { value = { field = "dest_ip", as = "ip" } }
+
+[[kind.object]]
+key = "traffic"
+type = "network-traffic"
+requires = ["src_ip"]
+[kind.object.properties]
+src_ref = { ref = "src" }
+dst_ref = { ref = "dst" }
+dst_port = { field = "dest_port", as = "integer" }
+protocols = { field = "proto", as = "lowercase", list = true }
+
+[[kind.object]]
+key = "site"
+type = "url"
+properties = { value = { template = "{http.hostname}{http.url}", as = "url" } }
+
+[[kind.object]]
+key = "file"
+type = "file"
+[kind.object.properties]
+name = "fileinfo.filename"
+hashes = { dict = { MD5 = { field = "fileinfo.md5", as = "hash" }, "SHA-256" = { field = "fileinfo.sha256", as = "hash" } } }
+"#;
+
+    fn observe(mapping: &Mapping, line: &str) -> Result<Observation, EventError> {
+        let fields = mapping.fields().extract(line).expect("valid JSON");
+        mapping.observe(&fields).map(|(obs, _)| obs)
+    }
+
+    fn object<'a>(obs: &'a Observation, key: &str) -> Option<&'a Value> {
+        obs.object(key)
+    }
+
+    #[test]
+    fn builds_linked_objects_with_normalised_values() {
+        let mapping = Mapping::from_toml("sample", SAMPLE).unwrap();
+        let line = r#"{"timestamp": "2026-11-20T09:00:00.5+0100", "event_type": "flow",
+            "src_ip": "10.0.0.5", "dest_ip": "2001:0db8::0001", "dest_port": "443", "proto": "TCP",
+            "http": {"hostname": "evil.example", "url": "/x.php"},
+            "fileinfo": {"filename": "a.exe", "md5": "ABCDEF0123456789ABCDEF0123456789"}}"#;
+        let obs = observe(&mapping, line).unwrap();
+        assert_eq!(obs.first_observed.to_string(), "2026-11-20T08:00:00.5Z");
+        assert_eq!(
+            object(&obs, "src"),
+            Some(&json!({"type": "ipv4-addr", "value": "10.0.0.5"}))
+        );
+        assert_eq!(
+            object(&obs, "dst"),
+            Some(&json!({"type": "ipv6-addr", "value": "2001:db8::1"}))
+        );
+        assert_eq!(
+            object(&obs, "traffic"),
+            Some(
+                &json!({"type": "network-traffic", "src_ref": "src", "dst_ref": "dst",
+                         "dst_port": 443, "protocols": ["tcp"]})
+            )
+        );
+        assert_eq!(
+            object(&obs, "site"),
+            Some(&json!({"type": "url", "value": "http://evil.example/x.php"}))
+        );
+        assert_eq!(
+            object(&obs, "file"),
+            Some(&json!({"type": "file", "name": "a.exe",
+                         "hashes": {"MD5": "abcdef0123456789abcdef0123456789"}}))
+        );
+    }
+
+    #[test]
+    fn missing_fields_leave_objects_and_references_out() {
+        let mapping = Mapping::from_toml("sample", SAMPLE).unwrap();
+        let line =
+            r#"{"timestamp": "2026-11-20T09:00:00Z", "event_type": "flow", "src_ip": "10.0.0.5"}"#;
+        let obs = observe(&mapping, line).unwrap();
+        let keys: Vec<&str> = obs.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, vec!["src", "traffic"]);
+        assert_eq!(
+            object(&obs, "traffic"),
+            Some(&json!({"type": "network-traffic", "src_ref": "src"}))
+        );
+    }
+
+    #[test]
+    fn events_that_do_not_fit_are_explained() {
+        let mapping = Mapping::from_toml("sample", SAMPLE).unwrap();
+        let other =
+            r#"{"timestamp": "2026-11-20T09:00:00Z", "event_type": "dns", "src_ip": "1.2.3.4"}"#;
+        assert_eq!(
+            observe(&mapping, other),
+            Err(EventError::NoKind {
+                format: "sample".into()
+            })
+        );
+        let bad_time = r#"{"timestamp": "yesterday", "event_type": "flow", "src_ip": "1.2.3.4"}"#;
+        assert!(matches!(
+            observe(&mapping, bad_time),
+            Err(EventError::Time { .. })
+        ));
+    }
+
+    #[test]
+    fn epoch_times() {
+        let text = SAMPLE.replace(r#"format = "rfc3339""#, r#"format = "epoch""#);
+        let mapping = Mapping::from_toml("sample", &text).unwrap();
+        let line = r#"{"timestamp": 1795165200.25, "event_type": "flow", "src_ip": "10.0.0.5"}"#;
+        assert_eq!(
+            observe(&mapping, line).unwrap().first_observed.to_string(),
+            "2026-11-20T09:00:00.25Z"
+        );
+    }
+
+    #[test]
+    fn inconsistent_rules_are_refused() {
+        let bad_ref = SAMPLE.replace(
+            r#"dst_ref = { ref = "dst" }"#,
+            r#"dst_ref = { ref = "nowhere" }"#,
+        );
+        let err = Mapping::from_toml("sample", &bad_ref).unwrap_err();
+        assert!(
+            err.to_string().contains(r#"ref "nowhere" names no object"#),
+            "{err}"
+        );
+        let unknown = SAMPLE.replace("requires = [\"src_ip\"]", "require = [\"src_ip\"]");
+        assert!(matches!(
+            Mapping::from_toml("sample", &unknown),
+            Err(MappingError::Syntax { .. })
+        ));
+        let two = SAMPLE.replace(r#"{ ref = "src" }"#, r#"{ ref = "src", field = "x" }"#);
+        assert!(
+            Mapping::from_toml("sample", &two)
+                .unwrap_err()
+                .to_string()
+                .contains("exactly one")
+        );
+    }
+}
