@@ -13,17 +13,29 @@ use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 
 use crate::matcher::{Catalog, IndicatorError, IndicatorRecord, StreamState};
-use crate::observe::documents::Documents;
+use crate::observe::decoder::{Decoder, builtin_formats, builtin_mapping};
+use crate::observe::documents::{Documents, RawDocuments};
+use crate::observe::mapping::Mapping;
 use crate::stix::indicator::{IndicatorUpdate, document_objects, read_indicator};
-use crate::stix::observation::observations_from_document;
 use crate::stix::sighting::{EmittedIds, SensorIdentity, bundle, match_objects};
 
 /// Input formats of events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
+    /// Detect per document: STIX, Suricata, Zeek, OCSF, ECS (and the
+    /// --mapping format, tried first).
+    Auto,
     /// STIX observed-data (2.0 `objects` or 2.1 `object_refs` in bundles),
     /// as bundles, arrays or JSON lines.
     Stix,
+    /// Elastic Common Schema events, JSON lines.
+    Ecs,
+    /// OCSF events, JSON lines.
+    Ocsf,
+    /// Zeek JSON logs (conn, dns, http, ssl, x509, files, smtp, notice).
+    Zeek,
+    /// Suricata EVE JSON (alert, flow, dns, http, tls, fileinfo, smtp).
+    Suricata,
 }
 
 /// Arguments of `sightline match`.
@@ -40,8 +52,14 @@ pub struct MatchArgs {
     events: PathBuf,
 
     /// Format of the events.
-    #[arg(long, value_enum, default_value = "stix")]
+    #[arg(long, value_enum, default_value = "auto")]
     format: Format,
+
+    /// A mapping file (TOML) for a log format of your own; see
+    /// src/observe/MAPPINGS.md. Used alone unless --format is auto, where
+    /// it is tried before the built-in formats.
+    #[arg(long, value_name = "FILE")]
+    mapping: Option<PathBuf>,
 
     /// Where to write sightings ("-" for standard output).
     #[arg(long, short, value_name = "PATH|-", default_value = "-")]
@@ -133,8 +151,9 @@ pub fn run(args: &MatchArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.events.display().to_string()
     };
-    for document in Documents::new(input) {
-        let (line, doc) = match document {
+    let decoder = decoder_for(args)?;
+    for document in RawDocuments::new(input) {
+        let (line, text) = match document {
             Ok(found) => found,
             Err(e) => {
                 summary.rejected += 1;
@@ -142,11 +161,12 @@ pub fn run(args: &MatchArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        for observation in observations_from_document(&doc) {
-            match observation {
-                Ok(observation) => {
+        for decoded in decoder.decode(&text) {
+            match decoded {
+                Ok(decoded) => {
                     summary.observations += 1;
-                    for m in stream.process(&snapshot, Arc::new(observation)) {
+                    *summary.by_format.entry(decoded.label).or_default() += 1;
+                    for m in stream.process(&snapshot, Arc::new(decoded.observation)) {
                         if summary.sightings == 0 {
                             sink.write(sensor.object.clone())?;
                         }
@@ -165,6 +185,14 @@ pub fn run(args: &MatchArgs) -> anyhow::Result<ExitCode> {
     }
     sink.finish()?;
 
+    let formats: Vec<String> = summary
+        .by_format
+        .iter()
+        .map(|(label, n)| format!("{label}: {n}"))
+        .collect();
+    if !formats.is_empty() {
+        eprintln!("observations by format: {}", formats.join(", "));
+    }
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
         "{} observations matched against {} indicators: {} sightings, {} rejected inputs \
@@ -184,6 +212,37 @@ struct Summary {
     observations: u64,
     sightings: u64,
     rejected: u64,
+    by_format: BTreeMap<String, u64>,
+}
+
+/// The decoder the arguments ask for.
+fn decoder_for(args: &MatchArgs) -> anyhow::Result<Decoder> {
+    let user = match &args.mapping {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read mapping {}", path.display()))?;
+            Some(Mapping::from_toml(&path.display().to_string(), &text)?)
+        }
+        None => None,
+    };
+    let builtin = |name: &str| -> anyhow::Result<Decoder> {
+        Ok(Decoder::Mapped(Box::new(builtin_mapping(name)?)))
+    };
+    Ok(match (args.format, user) {
+        (Format::Auto, user) => {
+            let mut mappings: Vec<Mapping> = user.into_iter().collect();
+            for name in builtin_formats() {
+                mappings.push(builtin_mapping(name)?);
+            }
+            Decoder::auto(mappings)
+        }
+        (_, Some(user)) => Decoder::Mapped(Box::new(user)),
+        (Format::Stix, None) => Decoder::Stix,
+        (Format::Ecs, None) => builtin("ecs")?,
+        (Format::Ocsf, None) => builtin("ocsf")?,
+        (Format::Zeek, None) => builtin("zeek")?,
+        (Format::Suricata, None) => builtin("suricata")?,
+    })
 }
 
 /// Reads the indicator file into a catalog, reporting every refused

@@ -71,6 +71,11 @@ impl FieldSet {
         }
     }
 
+    /// The id of `path`, if it was added.
+    pub fn find(&self, path: &str) -> Option<FieldId> {
+        self.nodes[self.descend(0, path)?].field
+    }
+
     /// Number of wanted paths.
     pub fn len(&self) -> usize {
         self.paths.len()

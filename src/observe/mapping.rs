@@ -234,6 +234,9 @@ struct ObjectRule {
 #[derive(Debug, Clone)]
 struct Kind {
     name: String,
+    /// Detection paths as written, for detection with another field set.
+    detect_paths: Vec<String>,
+    detect_equal_paths: Vec<(String, Value)>,
     detect_fields: Vec<FieldId>,
     detect_equals: Vec<(FieldId, Value)>,
     time_field: FieldId,
@@ -321,6 +324,13 @@ impl Mapping {
                 .collect();
             kinds.push(Kind {
                 name: kind.name.clone(),
+                detect_paths: kind.detect.fields.clone(),
+                detect_equal_paths: kind
+                    .detect
+                    .equals
+                    .iter()
+                    .map(|(p, v)| (p.clone(), toml_to_json(v)))
+                    .collect(),
                 detect_fields,
                 detect_equals,
                 time_field: fields.add(&kind.time.field),
@@ -344,6 +354,30 @@ impl Mapping {
     /// The fields this mapping reads.
     pub fn fields(&self) -> &FieldSet {
         &self.fields
+    }
+
+    /// Every path the detection rules read.
+    pub fn detection_paths(&self) -> impl Iterator<Item = &str> {
+        self.kinds.iter().flat_map(|k| {
+            k.detect_paths
+                .iter()
+                .map(String::as_str)
+                .chain(k.detect_equal_paths.iter().map(|(p, _)| p.as_str()))
+        })
+    }
+
+    /// True when some kind's detection rule holds on `fields`, decoded with
+    /// the field set `set` (which must hold [`Mapping::detection_paths`]).
+    pub fn detects_in(&self, set: &FieldSet, fields: &Fields) -> bool {
+        let value = |path: &str| set.find(path).and_then(|id| fields.get(id));
+        self.kinds.iter().any(|kind| {
+            !(kind.detect_paths.is_empty() && kind.detect_equal_paths.is_empty())
+                && kind.detect_paths.iter().all(|p| value(p).is_some())
+                && kind
+                    .detect_equal_paths
+                    .iter()
+                    .all(|(p, v)| value(p) == Some(v))
+        })
     }
 
     /// The name of the first kind whose detection rule holds on `fields`.

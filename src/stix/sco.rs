@@ -16,10 +16,11 @@
 //! STIX asks for a random UUIDv4 when an SCO carries none of its contributing
 //! properties (and always for `process`, which has none). Sightline needs the
 //! same input to give the same id on every run and every node, so it instead
-//! derives a UUIDv5 under its own namespace, [`SIGHTLINE_FALLBACK_NAMESPACE`],
-//! over the JCS of the whole object without its `id`. The id is still a valid
-//! v5 UUID, but it is not one another STIX producer would compute: it is
-//! stable only among Sightline instances.
+//! hashes the JCS of the whole object without its `id` as a UUIDv5 would,
+//! under its own namespace, [`SIGHTLINE_FALLBACK_NAMESPACE`], and writes the
+//! 122 hashed bits in the UUIDv4 layout ([`fallback_uuid`]). The result has
+//! the version STIX requires for these objects (validators check it), looks
+//! random to everyone else, and is stable among Sightline instances.
 
 use std::cmp::Ordering;
 use std::fmt::Write as _;
@@ -103,9 +104,9 @@ pub fn id_contributing_properties(object_type: &str) -> Option<&'static [&'stati
 /// - `extensions` and `values` are taken whole;
 /// - a property set to JSON `null` counts as absent.
 ///
-/// When none of the contributing properties is present, the id is a v5 UUID
-/// under [`SIGHTLINE_FALLBACK_NAMESPACE`] over the whole object minus `id`
-/// (see the module docs for why this replaces the random UUID STIX asks for).
+/// When none of the contributing properties is present, the id is
+/// [`fallback_uuid`] over the whole object minus `id` (see the module docs
+/// for why this replaces the random UUID STIX asks for).
 ///
 /// Returns `None` when `object` is not a JSON object, has no string `type`,
 /// or its type is not an SCO known to [`id_contributing_properties`]. An `id`
@@ -130,12 +131,20 @@ pub fn sco_id(object: &Value) -> Option<String> {
     let uuid = if contributing.is_empty() {
         let mut name = String::new();
         write_object(&mut name, fields, Some("id"));
-        Uuid::new_v5(&SIGHTLINE_FALLBACK_NAMESPACE, name.as_bytes())
+        fallback_uuid(&name)
     } else {
         let name = canonical_json(&Value::Object(contributing));
         Uuid::new_v5(&SCO_NAMESPACE, name.as_bytes())
     };
     Some(format!("{object_type}--{uuid}"))
+}
+
+/// A deterministic UUID in version-4 layout: the UUIDv5 hash of `name`
+/// under [`SIGHTLINE_FALLBACK_NAMESPACE`], with the version and variant
+/// bits of a v4.
+pub fn fallback_uuid(name: &str) -> Uuid {
+    let hashed = Uuid::new_v5(&SIGHTLINE_FALLBACK_NAMESPACE, name.as_bytes());
+    uuid::Builder::from_random_bytes(*hashed.as_bytes()).into_uuid()
 }
 
 /// Copies the contributing properties present on an SCO, with `hashes`
@@ -772,7 +781,7 @@ mod tests {
     // --- fallback when no contributing property is present ---------------
 
     #[test]
-    fn fallback_is_deterministic_v5_in_sightline_namespace() {
+    fn fallback_is_deterministic_in_v4_layout() {
         let process = json!({
             "type": "process",
             "spec_version": "2.1",
@@ -787,16 +796,13 @@ mod tests {
         assert!(first.starts_with("process--"), "{first}");
 
         let uuid = Uuid::parse_str(&first["process--".len()..]).unwrap_or_default();
-        assert_eq!(uuid.get_version_num(), 5);
+        assert_eq!(uuid.get_version_num(), 4);
         let mut without_id = process.clone();
         if let Some(fields) = without_id.as_object_mut() {
             fields.remove("id");
         }
         let name = canonical_json(&without_id);
-        assert_eq!(
-            uuid,
-            Uuid::new_v5(&SIGHTLINE_FALLBACK_NAMESPACE, name.as_bytes())
-        );
+        assert_eq!(uuid, fallback_uuid(&name));
 
         // The incoming id does not feed the fallback, other properties do.
         let mut other_id = process.clone();
@@ -812,8 +818,7 @@ mod tests {
         let account = json!({"type": "user-account", "display_name": "John Doe"});
         let id = sco_id(&account).unwrap_or_default();
         let name = canonical_json(&account);
-        let expected = Uuid::new_v5(&SIGHTLINE_FALLBACK_NAMESPACE, name.as_bytes());
-        assert_eq!(id, format!("user-account--{expected}"));
+        assert_eq!(id, format!("user-account--{}", fallback_uuid(&name)));
     }
 
     // --- RFC 8785 serialization -------------------------------------------

@@ -1,0 +1,172 @@
+//! Event decoding: one input document in, observations out, in any of the
+//! supported formats or detected per document.
+
+use serde_json::Value;
+
+use super::fields::FieldSet;
+use super::mapping::{EventError, Mapping, MappingError};
+use crate::stix::observation::{Observation, ObservationError, observations_from_document};
+
+/// The formats shipped with Sightline, by name, with their mapping files.
+const BUILTIN: [(&str, &str); 4] = [
+    ("suricata", include_str!("mappings/suricata.toml")),
+    ("zeek", include_str!("mappings/zeek.toml")),
+    ("ocsf", include_str!("mappings/ocsf.toml")),
+    ("ecs", include_str!("mappings/ecs.toml")),
+];
+
+/// Names of the shipped log formats, in the order `auto` tries them.
+pub fn builtin_formats() -> impl Iterator<Item = &'static str> {
+    BUILTIN.iter().map(|(name, _)| *name)
+}
+
+/// The shipped mapping of `name`.
+///
+/// # Errors
+///
+/// Returns [`MappingError`] when `name` is unknown or (a bug) the shipped
+/// file does not compile.
+pub fn builtin_mapping(name: &str) -> Result<Mapping, MappingError> {
+    let text = BUILTIN
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| MappingError::Syntax {
+            name: name.to_string(),
+            reason: "no such built-in format".into(),
+        })?;
+    Mapping::from_toml(name, text)
+}
+
+/// Why one document gave no observation.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    /// Not valid JSON.
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    /// A STIX observed-data that is not valid.
+    #[error("{0}")]
+    Stix(#[from] ObservationError),
+    /// A log event its mapping cannot use.
+    #[error("{0}")]
+    Event(#[from] EventError),
+    /// `auto` found no format for the document.
+    #[error("no known format (tried STIX and {0})")]
+    Unknown(String),
+    /// A STIX document without observed-data.
+    #[error("STIX document holds no observed-data")]
+    NoObservedData,
+}
+
+/// One decoded observation and the format (and kind) it was read as.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// The observation.
+    pub observation: Observation,
+    /// `stix`, or `format/kind` for log events (`zeek/conn`).
+    pub label: String,
+}
+
+/// How documents are read.
+#[derive(Debug, Clone)]
+pub enum Decoder {
+    /// STIX observed-data.
+    Stix,
+    /// Log events through one mapping.
+    Mapped(Box<Mapping>),
+    /// Detect per document: STIX, then each mapping in order.
+    Auto {
+        /// The candidate mappings.
+        mappings: Vec<Mapping>,
+        /// The fields detection needs, from every mapping, and `type`.
+        detection: FieldSet,
+    },
+}
+
+impl Decoder {
+    /// A decoder trying STIX and then each of `mappings`.
+    pub fn auto(mappings: Vec<Mapping>) -> Decoder {
+        let mut detection = FieldSet::new();
+        detection.add("type");
+        for mapping in &mappings {
+            for path in mapping.detection_paths() {
+                detection.add(path);
+            }
+        }
+        Decoder::Auto {
+            mappings,
+            detection,
+        }
+    }
+
+    /// Decodes one document's text.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`DecodeError`] when nothing usable comes out; a STIX
+    /// document may still yield some observations and errors for others
+    /// (each observed-data is reported on its own).
+    pub fn decode(&self, text: &str) -> Vec<Result<Decoded, DecodeError>> {
+        match self {
+            Decoder::Stix => decode_stix(text),
+            Decoder::Mapped(mapping) => vec![decode_mapped(mapping, text)],
+            Decoder::Auto {
+                mappings,
+                detection,
+            } => {
+                let fields = match detection.extract(text) {
+                    Ok(fields) => fields,
+                    Err(e) => return vec![Err(DecodeError::Json(e.to_string()))],
+                };
+                let stix_type = fields.get(0).and_then(Value::as_str);
+                if matches!(stix_type, Some("observed-data" | "bundle")) {
+                    return decode_stix(text);
+                }
+                for mapping in mappings {
+                    if mapping.detects_in(detection, &fields) {
+                        return vec![decode_mapped(mapping, text)];
+                    }
+                }
+                if text.trim_start().starts_with('[') {
+                    // A JSON array: STIX objects as a list.
+                    return decode_stix(text);
+                }
+                let names: Vec<&str> = mappings.iter().map(|m| m.format()).collect();
+                vec![Err(DecodeError::Unknown(names.join(", ")))]
+            }
+        }
+    }
+}
+
+fn decode_stix(text: &str) -> Vec<Result<Decoded, DecodeError>> {
+    let doc: Value = match serde_json::from_str(text) {
+        Ok(doc) => doc,
+        Err(e) => return vec![Err(DecodeError::Json(e.to_string()))],
+    };
+    let found = observations_from_document(&doc);
+    if found.is_empty() {
+        return vec![Err(DecodeError::NoObservedData)];
+    }
+    found
+        .into_iter()
+        .map(|r| {
+            r.map(|observation| Decoded {
+                observation,
+                label: "stix".into(),
+            })
+            .map_err(DecodeError::from)
+        })
+        .collect()
+}
+
+fn decode_mapped(mapping: &Mapping, text: &str) -> Result<Decoded, DecodeError> {
+    let fields = mapping
+        .fields()
+        .extract(text)
+        .map_err(|e| DecodeError::Json(e.to_string()))?;
+    let (observation, kind) = mapping.observe(&fields)?;
+    Ok(Decoded {
+        label: format!("{}/{kind}", mapping.format()),
+        observation,
+    })
+}
