@@ -8,6 +8,7 @@
 //! - [`eval`]: the reference interpreter, the oracle for correctness;
 //! - [`matcher`]: the compiled matcher, fast on millions of indicators;
 //! - [`observe`]: input documents and their observations;
+//! - [`pipeline`]: document in, STIX objects out (shared by the commands);
 //! - [`stix`]: STIX data types (timestamps, observations, IP networks);
 //! - [`cli`]: the `sightline` command line.
 
@@ -16,4 +17,5 @@ pub mod eval;
 pub mod matcher;
 pub mod observe;
 pub mod pattern;
+pub mod pipeline;
 pub mod stix;

@@ -127,6 +127,7 @@ fn match_examples_give_the_expected_sightings() {
         "examples/indicators.json",
         "--events",
         "examples/events/observed-data.jsonl",
+        "--no-aggregate",
     ];
     let output = sightline(&args, "");
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
@@ -162,6 +163,62 @@ fn match_examples_give_the_expected_sightings() {
 }
 
 #[test]
+fn repeated_hits_on_one_observable_become_one_sighting() {
+    let output = sightline(
+        &[
+            "match",
+            "--indicators",
+            "examples/indicators.json",
+            "--events",
+            "examples/events/observed-data.jsonl",
+        ],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(0));
+    let objects = sightings(&output);
+    let range: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["type"] == "sighting")
+        .filter(|o| o["sighting_of_ref"] == "indicator--7a2e9d41-0b7c-4f3a-8c55-2e8f1a9b6c02")
+        .collect();
+    // 198.51.100.20 at 09:04 and 09:05: one sighting, written twice (the
+    // second a newer version with count 2); 198.51.100.21 at 09:06: another.
+    assert_eq!(range.len(), 3);
+    assert_eq!(range[0]["id"], range[1]["id"]);
+    assert_ne!(range[1]["id"], range[2]["id"]);
+    assert_eq!(range[0]["count"], 1);
+    assert_eq!(range[1]["count"], 2);
+    assert_eq!(range[1]["first_seen"], "2026-11-20T09:04:00.000Z");
+    assert_eq!(range[1]["last_seen"], "2026-11-20T09:05:00.000Z");
+    assert!(range[1]["modified"].as_str() > range[0]["modified"].as_str());
+    assert_eq!(
+        range[1]["observed_data_refs"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(range[2]["count"], 1);
+
+    // A window shorter than the gap keeps them apart.
+    let short = sightline(
+        &[
+            "match",
+            "--indicators",
+            "examples/indicators.json",
+            "--events",
+            "examples/events/observed-data.jsonl",
+            "--aggregate-window",
+            "30",
+        ],
+        "",
+    );
+    let ids: std::collections::BTreeSet<String> = sightings(&short)
+        .iter()
+        .filter(|o| o["sighting_of_ref"] == "indicator--7a2e9d41-0b7c-4f3a-8c55-2e8f1a9b6c02")
+        .filter_map(|o| o["id"].as_str().map(String::from))
+        .collect();
+    assert_eq!(ids.len(), 3);
+}
+
+#[test]
 fn match_bundle_holds_the_same_objects() {
     let lines = sightline(
         &[
@@ -188,7 +245,20 @@ fn match_bundle_holds_the_same_objects() {
     let bundle: Value = serde_json::from_slice(&bundled.stdout).expect("one JSON bundle");
     assert_eq!(bundle["type"], "bundle");
     let in_bundle = bundle["objects"].as_array().cloned().unwrap_or_default();
-    assert_eq!(in_bundle, sightings(&lines));
+    // The bundle holds each id once, at its last version, in the order ids
+    // first appeared.
+    let mut expected: Vec<Value> = Vec::new();
+    for object in sightings(&lines) {
+        match expected.iter_mut().find(|o| o["id"] == object["id"]) {
+            Some(slot) => *slot = object,
+            None => expected.push(object),
+        }
+    }
+    assert_eq!(in_bundle.len(), expected.len());
+    assert!(
+        in_bundle == expected,
+        "bundle differs from the last versions of the lines"
+    );
 }
 
 #[test]

@@ -87,6 +87,8 @@ fn run_match(format_flag: &str, events: &PathBuf) -> Output {
             "--format",
             format_flag,
         ])
+        // One sighting per hit, so that each line's hits show.
+        .arg("--no-aggregate")
         .arg("--events")
         .arg(events)
         .output()

@@ -6,18 +6,18 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 
-use crate::matcher::{Catalog, IndicatorError, IndicatorRecord, StreamState};
+use crate::matcher::{Catalog, IndicatorError, IndicatorRecord};
 use crate::observe::decoder::{Decoder, builtin_formats, builtin_mapping};
 use crate::observe::documents::{Documents, RawDocuments};
 use crate::observe::mapping::Mapping;
+use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::stix::indicator::{IndicatorUpdate, document_objects, read_indicator};
-use crate::stix::sighting::{EmittedIds, SensorIdentity, bundle, match_objects};
+use crate::stix::sighting::bundle;
 
 /// Input formats of events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -70,6 +70,21 @@ pub struct MatchArgs {
     #[arg(long)]
     bundle: bool,
 
+    /// Write refused input lines to FILE, as JSON lines with the line
+    /// number, the reason and the original text.
+    #[arg(long, value_name = "FILE")]
+    rejects: Option<PathBuf>,
+
+    /// Write one sighting per hit instead of folding repeated hits of one
+    /// indicator on one observable into one sighting with a count.
+    #[arg(long)]
+    no_aggregate: bool,
+
+    /// Window, in seconds of event time, over which repeated hits are
+    /// folded into one sighting.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    aggregate_window: u32,
+
     /// Name of the sensor identity that sightings name as where they were
     /// sighted.
     #[arg(long, value_name = "NAME", default_value = "sightline")]
@@ -80,19 +95,11 @@ pub struct MatchArgs {
 struct Sink {
     out: Box<dyn Write>,
     bundled: Option<Vec<serde_json::Value>>,
-    emitted: EmittedIds,
 }
 
 impl Sink {
-    /// Writes `object` unless an object with its id was written already.
+    /// Writes `object` (or keeps it for the bundle).
     fn write(&mut self, object: serde_json::Value) -> io::Result<()> {
-        let id = object
-            .get("id")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or_default();
-        if !self.emitted.first_time(id) {
-            return Ok(());
-        }
         match &mut self.bundled {
             Some(all) => all.push(object),
             None => {
@@ -137,82 +144,94 @@ pub fn run(args: &MatchArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot create {}", args.output.display()))?;
         Box::new(BufWriter::new(file))
     };
+    let mut rejects: Option<BufWriter<File>> = match &args.rejects {
+        Some(path) => {
+            Some(BufWriter::new(File::create(path).with_context(|| {
+                format!("cannot create {}", path.display())
+            })?))
+        }
+        None => None,
+    };
 
-    let sensor = SensorIdentity::new(&args.sensor_name);
+    let config = PipelineConfig {
+        sensor_name: args.sensor_name.clone(),
+        aggregate_window_nanos: (!args.no_aggregate)
+            .then(|| i128::from(args.aggregate_window) * 1_000_000_000),
+        ..PipelineConfig::default()
+    };
+    let mut pipeline = Pipeline::new(decoder_for(args)?, &config);
     let mut sink = Sink {
         out,
         bundled: args.bundle.then(Vec::new),
-        emitted: EmittedIds::new(1 << 20),
     };
-    let mut stream = StreamState::default();
-    let mut summary = Summary::default();
     let name = if args.events.as_os_str() == "-" {
         "<stdin>".to_string()
     } else {
         args.events.display().to_string()
     };
-    let decoder = decoder_for(args)?;
+    let mut unreadable = 0u64;
+    let mut objects = Vec::new();
     for document in RawDocuments::new(input) {
         let (line, text) = match document {
             Ok(found) => found,
             Err(e) => {
-                summary.rejected += 1;
+                unreadable += 1;
                 eprintln!("warning: {name}: {e}");
+                reject(&mut rejects, e.line, &e.reason, &e.text)?;
                 continue;
             }
         };
-        for decoded in decoder.decode(&text) {
-            match decoded {
-                Ok(decoded) => {
-                    summary.observations += 1;
-                    *summary.by_format.entry(decoded.label).or_default() += 1;
-                    for m in stream.process(&snapshot, Arc::new(decoded.observation)) {
-                        if summary.sightings == 0 {
-                            sink.write(sensor.object.clone())?;
-                        }
-                        summary.sightings += 1;
-                        for object in match_objects(&m, &sensor) {
-                            sink.write(object)?;
-                        }
-                    }
-                }
-                Err(e) => {
-                    summary.rejected += 1;
-                    eprintln!("warning: {name}: line {line}: {e}");
-                }
-            }
+        objects.clear();
+        for e in pipeline.process(&snapshot, &text, &mut objects) {
+            eprintln!("warning: {name}: line {line}: {e}");
+            reject(&mut rejects, line, &e.to_string(), &text)?;
+        }
+        for object in objects.drain(..) {
+            sink.write(object)?;
         }
     }
     sink.finish()?;
+    if let Some(mut file) = rejects {
+        file.flush()?;
+    }
 
-    let formats: Vec<String> = summary
-        .by_format
+    let stats = pipeline.stats();
+    let formats: Vec<String> = stats
+        .observations
         .iter()
         .map(|(label, n)| format!("{label}: {n}"))
         .collect();
     if !formats.is_empty() {
         eprintln!("observations by format: {}", formats.join(", "));
     }
+    let observations: u64 = stats.observations.values().sum();
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
-        "{} observations matched against {} indicators: {} sightings, {} rejected inputs \
-         ({:.1}s, {:.0} observations/s)",
-        summary.observations,
+        "{observations} observations matched against {} indicators: {} matches, {} sighting \
+         objects written, {} rejected inputs ({seconds:.1}s, {:.0} observations/s)",
         snapshot.len(),
-        summary.sightings,
-        summary.rejected,
-        seconds,
-        summary.observations as f64 / seconds.max(1e-9)
+        stats.matches,
+        stats.sightings_written,
+        stats.rejected + unreadable,
+        observations as f64 / seconds.max(1e-9)
     );
     Ok(ExitCode::SUCCESS)
 }
 
-#[derive(Default)]
-struct Summary {
-    observations: u64,
-    sightings: u64,
-    rejected: u64,
-    by_format: BTreeMap<String, u64>,
+/// Writes one refused input to the reject file, as a JSON line with its
+/// line number, the reason and the original text.
+fn reject(
+    file: &mut Option<BufWriter<File>>,
+    line: usize,
+    reason: &str,
+    text: &str,
+) -> io::Result<()> {
+    if let Some(file) = file {
+        let record = serde_json::json!({"line": line, "reason": reason, "text": text.trim_end()});
+        serde_json::to_writer(&mut *file, &record)?;
+        file.write_all(b"\n")?;
+    }
+    Ok(())
 }
 
 /// The decoder the arguments ask for.

@@ -69,6 +69,8 @@ impl std::ops::AddAssign for CompileStats {
 pub(crate) struct LeafHit<'s> {
     pub slot: &'s Slot,
     pub leaf: u32,
+    /// Index in the observation's objects of the object the leaf held on.
+    pub object: u32,
 }
 
 /// Indicators compiled together, with their indexes.
@@ -231,6 +233,7 @@ impl Segment {
             out.push(LeafHit {
                 slot,
                 leaf: leaf.leaf,
+                object: object_no,
             });
         }
     }

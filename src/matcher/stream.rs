@@ -80,6 +80,9 @@ pub struct Match {
     pub indicator: Arc<IndicatorRecord>,
     /// The observations that satisfied its pattern, oldest first.
     pub observations: Vec<Arc<Observation>>,
+    /// For a pattern of one `[...]`: the key, in the observation, of the
+    /// object that satisfied it (the observable that was sighted).
+    pub object_key: Option<String>,
 }
 
 struct WindowEntry {
@@ -141,6 +144,7 @@ impl StreamState {
         let mut i = 0;
         while i < hits.len() {
             let slot = hits[i].slot;
+            let first_object = hits[i].object as usize;
             let mut leaves_hit = Vec::new();
             while i < hits.len() && hits[i].slot.id == slot.id {
                 leaves_hit.push(hits[i].leaf);
@@ -154,6 +158,7 @@ impl StreamState {
             match &slot.plan {
                 Plan::Exact | Plan::Verify(_) => matches.push(Match {
                     indicator: Arc::clone(record),
+                    object_key: observation.objects.get(first_object).map(|o| o.key.clone()),
                     observations: vec![Arc::clone(&observation)],
                 }),
                 Plan::Stateful(pattern) => {
@@ -243,6 +248,7 @@ impl StreamState {
         Some(Match {
             indicator: Arc::clone(record),
             observations,
+            object_key: None,
         })
     }
 

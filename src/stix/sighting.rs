@@ -252,18 +252,177 @@ pub fn sighting(m: &Match, sensor: &SensorIdentity) -> Value {
 /// come first: cyber-observables, observed-data, then the sighting. The
 /// sensor identity is not included (emit it once per output).
 pub fn match_objects(m: &Match, sensor: &SensorIdentity) -> Vec<Value> {
+    let (mut objects, _) = evidence(m, sensor);
+    objects.push(sighting(m, sensor));
+    objects
+}
+
+/// The cyber-observables and observed-data of a match, and the id of the
+/// sighted observable (the object `m.object_key` names) when known.
+pub fn evidence(m: &Match, sensor: &SensorIdentity) -> (Vec<Value>, Option<String>) {
     let mut objects = Vec::new();
+    let mut sighted = None;
     for obs in &m.observations {
         let scos = cyber_observables(obs);
         let ids: Vec<String> = scos
             .iter()
             .filter_map(|o| o.get("id").and_then(Value::as_str).map(str::to_string))
             .collect();
+        if let Some(key) = &m.object_key {
+            // `cyber_observables` keeps the observation's object order.
+            let at = obs.objects.iter().position(|o| &o.key == key);
+            sighted = at.and_then(|i| scos.get(i)?.get("id")?.as_str().map(str::to_string));
+        }
         objects.extend(scos);
         objects.push(observed_data(obs, &ids, sensor));
     }
-    objects.push(sighting(m, sensor));
-    objects
+    (objects, sighted)
+}
+
+/// Folds repeated sightings of one indicator on one observable into one
+/// sighting object: the first hit opens an aggregate, and every hit within
+/// `window` of it updates the same sighting id with a higher `count`, a
+/// later `last_seen` and a newer `modified`. Bounded in open aggregates.
+#[derive(Debug)]
+pub struct Aggregator {
+    window_nanos: i128,
+    max_open: usize,
+    open: HashMap<(String, String), Aggregate>,
+    /// Aggregates closed early because too many were open.
+    pub evicted: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Aggregate {
+    id: String,
+    created: Timestamp,
+    modified: Timestamp,
+    first_seen: Timestamp,
+    last_seen: Timestamp,
+    count: u64,
+    refs: Vec<String>,
+}
+
+/// Most observed-data ids one aggregated sighting cites; later hits still
+/// count.
+const MAX_AGGREGATE_REFS: usize = 100;
+
+impl Aggregator {
+    /// Aggregates over `window_nanos` of event time, at most `max_open` at
+    /// once.
+    pub fn new(window_nanos: i128, max_open: usize) -> Aggregator {
+        Aggregator {
+            window_nanos,
+            max_open: max_open.max(1),
+            open: HashMap::new(),
+            evicted: 0,
+        }
+    }
+
+    /// Number of open aggregates.
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    /// True when none is open.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    /// The sighting for `m` on the observable `observable`: a new one, or
+    /// the next version of the open aggregate.
+    pub fn sighting(&mut self, m: &Match, observable: &str, sensor: &SensorIdentity) -> Value {
+        let first = m.observations.iter().map(|o| o.first_observed).min();
+        let last = m.observations.iter().map(|o| o.last_observed).max();
+        let first = first.unwrap_or(Timestamp::EPOCH);
+        let last = last.unwrap_or(first);
+        let count: u64 = m
+            .observations
+            .iter()
+            .map(|o| u64::from(o.number_observed))
+            .sum();
+        let refs: Vec<String> = m.observations.iter().map(|o| observed_data_id(o)).collect();
+        let key = (m.indicator.id.to_string(), observable.to_string());
+
+        let expired = self
+            .open
+            .get(&key)
+            .is_some_and(|a| last.nanos_since(a.first_seen) >= self.window_nanos);
+        if expired {
+            self.open.remove(&key);
+        }
+        if !self.open.contains_key(&key) {
+            self.make_room(last);
+            let name = format!("sighting\n{}\n{observable}\n{first}", m.indicator.id);
+            self.open.insert(
+                key.clone(),
+                Aggregate {
+                    id: derived_id("sighting", &name),
+                    created: last,
+                    modified: last,
+                    first_seen: first,
+                    last_seen: last,
+                    count: 0,
+                    refs: Vec::new(),
+                },
+            );
+        }
+        let Some(aggregate) = self.open.get_mut(&key) else {
+            return sighting(m, sensor);
+        };
+        if aggregate.count > 0 {
+            // Each update is a newer version, even for events at one time.
+            let bumped = Timestamp::from_unix_nanos(aggregate.modified.unix_nanos() + 1_000_000);
+            aggregate.modified = last.max(bumped);
+        }
+        aggregate.count += count;
+        aggregate.first_seen = aggregate.first_seen.min(first);
+        aggregate.last_seen = aggregate.last_seen.max(last);
+        for r in refs {
+            if aggregate.refs.len() < MAX_AGGREGATE_REFS && !aggregate.refs.contains(&r) {
+                aggregate.refs.push(r);
+            }
+        }
+        json!({
+            "type": "sighting",
+            "spec_version": "2.1",
+            "id": aggregate.id,
+            "created": aggregate.created.to_stix_millis(),
+            "modified": aggregate.modified.to_stix_millis(),
+            "created_by_ref": sensor.id,
+            "sighting_of_ref": &*m.indicator.id,
+            "observed_data_refs": aggregate.refs,
+            "where_sighted_refs": [sensor.id],
+            "first_seen": aggregate.first_seen.to_stix_millis(),
+            "last_seen": aggregate.last_seen.to_stix_millis(),
+            "count": aggregate.count.clamp(1, 999_999_999),
+        })
+    }
+
+    /// Closes aggregates whose window has passed at `now`, then the oldest
+    /// ones while too many are open.
+    fn make_room(&mut self, now: Timestamp) {
+        if self.open.len() < self.max_open {
+            return;
+        }
+        let window = self.window_nanos;
+        self.open
+            .retain(|_, a| now.nanos_since(a.first_seen) < window);
+        while self.open.len() >= self.max_open {
+            let oldest = self
+                .open
+                .iter()
+                .min_by_key(|(_, a)| a.last_seen)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(key) => {
+                    self.open.remove(&key);
+                    self.evicted += 1;
+                }
+                None => break,
+            }
+        }
+    }
 }
 
 /// Remembers which object ids were already written, so that an observation
