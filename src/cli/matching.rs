@@ -3,13 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal as _, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::matcher::{Catalog, IndicatorError, IndicatorRecord};
 use crate::observe::decoder::{Decoder, builtin_formats, builtin_mapping};
@@ -130,12 +131,23 @@ pub fn run(args: &MatchArgs) -> anyhow::Result<ExitCode> {
     let catalog = load_indicators(&args.indicators)?;
     let snapshot = catalog.snapshot();
 
+    // A progress bar only for a file, and only on a terminal.
+    let mut progress = ProgressBar::hidden();
     let input: Box<dyn BufRead> = if args.events.as_os_str() == "-" {
         Box::new(io::stdin().lock())
     } else {
         let file = File::open(&args.events)
             .with_context(|| format!("cannot open events {}", args.events.display()))?;
-        Box::new(BufReader::with_capacity(1 << 16, file))
+        if io::stderr().is_terminal() {
+            let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+            progress = ProgressBar::new(size).with_style(
+                ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+        }
+        Box::new(BufReader::with_capacity(1 << 16, progress.wrap_read(file)))
     };
     let out: Box<dyn Write> = if args.output.as_os_str() == "-" {
         Box::new(BufWriter::new(io::stdout().lock()))
@@ -176,20 +188,21 @@ pub fn run(args: &MatchArgs) -> anyhow::Result<ExitCode> {
             Ok(found) => found,
             Err(e) => {
                 unreadable += 1;
-                eprintln!("warning: {name}: {e}");
+                progress.suspend(|| eprintln!("warning: {name}: {e}"));
                 reject(&mut rejects, e.line, &e.reason, &e.text)?;
                 continue;
             }
         };
         objects.clear();
         for e in pipeline.process(&snapshot, &text, &mut objects) {
-            eprintln!("warning: {name}: line {line}: {e}");
+            progress.suspend(|| eprintln!("warning: {name}: line {line}: {e}"));
             reject(&mut rejects, line, &e.to_string(), &text)?;
         }
         for object in objects.drain(..) {
             sink.write(object)?;
         }
     }
+    progress.finish_and_clear();
     sink.finish()?;
     if let Some(mut file) = rejects {
         file.flush()?;
