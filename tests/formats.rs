@@ -63,8 +63,10 @@ const SURICATA: Expected = &[
 
 const OCSF: Expected = &[
     ("c4d8e2f6", &[1]),
+    ("9b1f3e5d", &[2]),
     ("3f1c6a0e", &[3]),
     ("c4d8e2f6", &[3]),
+    ("1d3f5b7a", &[2, 3]),
     ("7a2e9d41", &[4]),
     ("7a2e9d41", &[5]),
     ("7a2e9d41", &[6]),

@@ -204,7 +204,7 @@ pub enum EventError {
 #[derive(Debug, Clone)]
 enum Property {
     Field {
-        field: FieldId,
+        field: FieldRef,
         normalize: Normalize,
         list: bool,
     },
@@ -220,14 +220,77 @@ enum Property {
 #[derive(Debug, Clone)]
 enum TemplatePart {
     Text(String),
-    Field(FieldId),
+    Field(FieldRef),
+}
+
+/// Where a value comes from: a field path, or an element chosen from a
+/// list by one of its members (`file.hashes[algorithm_id=3].value`).
+#[derive(Debug, Clone)]
+enum FieldRef {
+    Plain(FieldId),
+    Select {
+        list: FieldId,
+        key: String,
+        value: String,
+        rest: Vec<String>,
+    },
+}
+
+impl FieldRef {
+    /// Registers the fields of `path` in `fields`.
+    fn compile(path: &str, fields: &mut FieldSet) -> Result<FieldRef, String> {
+        let Some(open) = path.find('[') else {
+            return Ok(FieldRef::Plain(fields.add(path)));
+        };
+        let close = path[open..]
+            .find(']')
+            .map(|i| open + i)
+            .ok_or_else(|| format!("field {path:?}: '[' without ']'"))?;
+        let (key, value) = path[open + 1..close]
+            .split_once('=')
+            .ok_or_else(|| format!("field {path:?}: expected [member=value]"))?;
+        let rest = path[close + 1..].trim_start_matches('.');
+        if path[close + 1..].contains('[') {
+            return Err(format!("field {path:?}: only one [member=value] per path"));
+        }
+        Ok(FieldRef::Select {
+            list: fields.add(&path[..open]),
+            key: key.trim().to_string(),
+            value: value.trim().to_string(),
+            rest: rest
+                .split('.')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+        })
+    }
+
+    /// The value in one event's decoded fields.
+    fn get<'a>(&self, fields: &'a Fields) -> Option<&'a Value> {
+        match self {
+            FieldRef::Plain(id) => fields.get(*id),
+            FieldRef::Select {
+                list,
+                key,
+                value,
+                rest,
+            } => {
+                let element = fields.get(*list)?.as_array()?.iter().find(|element| {
+                    element.get(key.as_str()).and_then(scalar_text).as_deref() == Some(value)
+                })?;
+                rest.iter()
+                    .try_fold(element, |at, segment| at.get(segment.as_str()))
+                    .filter(|v| !v.is_null())
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 struct ObjectRule {
     key: String,
     object_type: String,
-    requires: Vec<FieldId>,
+    requires: Vec<FieldRef>,
     properties: Vec<(String, Property)>,
 }
 
@@ -299,7 +362,11 @@ impl Mapping {
                     properties.push((property.clone(), compiled));
                 }
                 let requires = match &object.requires {
-                    Some(paths) => paths.iter().map(|p| fields.add(p)).collect(),
+                    Some(paths) => paths
+                        .iter()
+                        .map(|p| FieldRef::compile(p, &mut fields))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(&fail)?,
                     None => properties
                         .iter()
                         .find_map(|(_, p)| first_fields(p))
@@ -411,7 +478,7 @@ impl Mapping {
         let mut built: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
         let mut pending_refs: Vec<(String, String, String)> = Vec::new();
         for rule in &kind.objects {
-            if !rule.requires.iter().all(|f| fields.get(*f).is_some()) {
+            if !rule.requires.iter().all(|f| f.get(fields).is_some()) {
                 continue;
             }
             let mut object = Map::new();
@@ -474,7 +541,7 @@ fn compile_property(
     let rule = match config {
         PropertyConfig::Path(path) => {
             return Ok(Property::Field {
-                field: fields.add(path),
+                field: FieldRef::compile(path, fields)?,
                 normalize: Normalize::Raw,
                 list: false,
             });
@@ -492,7 +559,7 @@ fn compile_property(
     }
     if let Some(path) = &rule.field {
         return Ok(Property::Field {
-            field: fields.add(path),
+            field: FieldRef::compile(path, fields)?,
             normalize: rule.normalize,
             list: rule.list,
         });
@@ -529,7 +596,10 @@ fn parse_template(template: &str, fields: &mut FieldSet) -> Result<Vec<TemplateP
         let close = after
             .find('}')
             .ok_or_else(|| format!("template {template:?}: '{{' without '}}'"))?;
-        parts.push(TemplatePart::Field(fields.add(&after[..close])));
+        parts.push(TemplatePart::Field(FieldRef::compile(
+            &after[..close],
+            fields,
+        )?));
         rest = &after[close + 1..];
     }
     if !rest.is_empty() {
@@ -542,14 +612,14 @@ fn parse_template(template: &str, fields: &mut FieldSet) -> Result<Vec<TemplateP
 }
 
 /// The fields whose presence a property needs, for the default `requires`.
-fn first_fields(property: &Property) -> Option<Vec<FieldId>> {
+fn first_fields(property: &Property) -> Option<Vec<FieldRef>> {
     match property {
-        Property::Field { field, .. } => Some(vec![*field]),
+        Property::Field { field, .. } => Some(vec![field.clone()]),
         Property::Template { parts, .. } => Some(
             parts
                 .iter()
                 .filter_map(|p| match p {
-                    TemplatePart::Field(f) => Some(*f),
+                    TemplatePart::Field(f) => Some(f.clone()),
                     TemplatePart::Text(_) => None,
                 })
                 .collect(),
@@ -565,7 +635,7 @@ fn evaluate(property: &Property, fields: &Fields, time_format: TimeFormat) -> Op
             normalize,
             list,
         } => {
-            let raw = fields.get(*field)?;
+            let raw = field.get(fields)?;
             finish(raw, *normalize, *list, time_format)
         }
         Property::Template {
@@ -577,7 +647,7 @@ fn evaluate(property: &Property, fields: &Fields, time_format: TimeFormat) -> Op
             for part in parts {
                 match part {
                     TemplatePart::Text(t) => text.push_str(t),
-                    TemplatePart::Field(f) => text.push_str(&scalar_text(fields.get(*f)?)?),
+                    TemplatePart::Field(f) => text.push_str(&scalar_text(f.get(fields)?)?),
                 }
             }
             finish(&Value::String(text), *normalize, *list, time_format)
@@ -873,6 +943,33 @@ hashes = { dict = { MD5 = { field = "fileinfo.md5", as = "hash" }, "SHA-256" = {
             observe(&mapping, bad_time),
             Err(EventError::Time { .. })
         ));
+    }
+
+    #[test]
+    fn list_elements_are_selected_by_a_member() {
+        let text = SAMPLE.replace(
+            r#"hashes = { dict = { MD5 = { field = "fileinfo.md5", as = "hash" }, "SHA-256" = { field = "fileinfo.sha256", as = "hash" } } }"#,
+            r#"hashes = { dict = { "SHA-256" = { field = "fileinfo.hashes[algorithm_id=3].value", as = "hash" } } }"#,
+        );
+        let mapping = Mapping::from_toml("sample", &text).unwrap();
+        let line = r#"{"timestamp": "2026-11-20T09:00:00Z", "event_type": "flow", "src_ip": "10.0.0.5",
+            "fileinfo": {"filename": "a.exe", "hashes": [{"algorithm_id": 1, "value": "AA"},
+                                                       {"algorithm_id": 3, "value": "BB"}]}}"#;
+        let obs = observe(&mapping, line).unwrap();
+        assert_eq!(
+            object(&obs, "file"),
+            Some(&json!({"type": "file", "name": "a.exe", "hashes": {"SHA-256": "bb"}}))
+        );
+        let bad = SAMPLE.replace(
+            r#"name = "fileinfo.filename""#,
+            r#"name = "fileinfo.x[oops""#,
+        );
+        assert!(
+            Mapping::from_toml("sample", &bad)
+                .unwrap_err()
+                .to_string()
+                .contains("without ']'")
+        );
     }
 
     #[test]
