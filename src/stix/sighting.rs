@@ -220,32 +220,67 @@ pub fn observed_data(obs: &Observation, sco_ids: &[String], sensor: &SensorIdent
     })
 }
 
-/// The sighting of `m`'s indicator.
-pub fn sighting(m: &Match, sensor: &SensorIdentity) -> Value {
-    let first = m.observations.iter().map(|o| o.first_observed).min();
-    let last = m.observations.iter().map(|o| o.last_observed).max();
-    let first = first.unwrap_or(Timestamp::EPOCH);
-    let last = last.unwrap_or(first);
-    let count: u64 = m
-        .observations
-        .iter()
-        .map(|o| u64::from(o.number_observed))
-        .sum();
-    let refs: Vec<String> = m.observations.iter().map(|o| observed_data_id(o)).collect();
+/// What one match says about time and volume: the span of its
+/// observations, their total count, and the observed-data ids citing them.
+struct Seen {
+    first: Timestamp,
+    last: Timestamp,
+    count: u64,
+    refs: Vec<String>,
+}
+
+impl Seen {
+    fn of(m: &Match) -> Seen {
+        let first = m.observations.iter().map(|o| o.first_observed).min();
+        let last = m.observations.iter().map(|o| o.last_observed).max();
+        let first = first.unwrap_or(Timestamp::EPOCH);
+        Seen {
+            first,
+            last: last.unwrap_or(first),
+            count: m
+                .observations
+                .iter()
+                .map(|o| u64::from(o.number_observed))
+                .sum(),
+            refs: m.observations.iter().map(|o| observed_data_id(o)).collect(),
+        }
+    }
+}
+
+/// A sighting object; `created`/`modified` are its version times.
+fn sighting_object(
+    id: &str,
+    (created, modified): (Timestamp, Timestamp),
+    indicator: &str,
+    seen: &Seen,
+    sensor: &SensorIdentity,
+) -> Value {
     json!({
         "type": "sighting",
         "spec_version": "2.1",
-        "id": sighting_id(m),
-        "created": last.to_stix_millis(),
-        "modified": last.to_stix_millis(),
+        "id": id,
+        "created": created.to_stix_millis(),
+        "modified": modified.to_stix_millis(),
         "created_by_ref": sensor.id,
-        "sighting_of_ref": &*m.indicator.id,
-        "observed_data_refs": refs,
+        "sighting_of_ref": indicator,
+        "observed_data_refs": seen.refs,
         "where_sighted_refs": [sensor.id],
-        "first_seen": first.to_stix_millis(),
-        "last_seen": last.to_stix_millis(),
-        "count": count.clamp(1, 999_999_999),
+        "first_seen": seen.first.to_stix_millis(),
+        "last_seen": seen.last.to_stix_millis(),
+        "count": seen.count.clamp(1, 999_999_999),
     })
+}
+
+/// The sighting of `m`'s indicator.
+pub fn sighting(m: &Match, sensor: &SensorIdentity) -> Value {
+    let seen = Seen::of(m);
+    sighting_object(
+        &sighting_id(m),
+        (seen.last, seen.last),
+        &m.indicator.id,
+        &seen,
+        sensor,
+    )
 }
 
 /// Every object a match produces, in an order where referenced objects
@@ -332,36 +367,27 @@ impl Aggregator {
     /// The sighting for `m` on the observable `observable`: a new one, or
     /// the next version of the open aggregate.
     pub fn sighting(&mut self, m: &Match, observable: &str, sensor: &SensorIdentity) -> Value {
-        let first = m.observations.iter().map(|o| o.first_observed).min();
-        let last = m.observations.iter().map(|o| o.last_observed).max();
-        let first = first.unwrap_or(Timestamp::EPOCH);
-        let last = last.unwrap_or(first);
-        let count: u64 = m
-            .observations
-            .iter()
-            .map(|o| u64::from(o.number_observed))
-            .sum();
-        let refs: Vec<String> = m.observations.iter().map(|o| observed_data_id(o)).collect();
+        let seen = Seen::of(m);
         let key = (m.indicator.id.to_string(), observable.to_string());
 
         let expired = self
             .open
             .get(&key)
-            .is_some_and(|a| last.nanos_since(a.first_seen) >= self.window_nanos);
+            .is_some_and(|a| seen.last.nanos_since(a.first_seen) >= self.window_nanos);
         if expired {
             self.open.remove(&key);
         }
         if !self.open.contains_key(&key) {
-            self.make_room(last);
-            let name = format!("sighting\n{}\n{observable}\n{first}", m.indicator.id);
+            self.make_room(seen.last);
+            let name = format!("sighting\n{}\n{observable}\n{}", m.indicator.id, seen.first);
             self.open.insert(
                 key.clone(),
                 Aggregate {
                     id: derived_id("sighting", &name),
-                    created: last,
-                    modified: last,
-                    first_seen: first,
-                    last_seen: last,
+                    created: seen.last,
+                    modified: seen.last,
+                    first_seen: seen.first,
+                    last_seen: seen.last,
                     count: 0,
                     refs: Vec::new(),
                 },
@@ -373,30 +399,24 @@ impl Aggregator {
         if aggregate.count > 0 {
             // Each update is a newer version, even for events at one time.
             let bumped = Timestamp::from_unix_nanos(aggregate.modified.unix_nanos() + 1_000_000);
-            aggregate.modified = last.max(bumped);
+            aggregate.modified = seen.last.max(bumped);
         }
-        aggregate.count += count;
-        aggregate.first_seen = aggregate.first_seen.min(first);
-        aggregate.last_seen = aggregate.last_seen.max(last);
-        for r in refs {
-            if aggregate.refs.len() < MAX_AGGREGATE_REFS && !aggregate.refs.contains(&r) {
-                aggregate.refs.push(r);
+        aggregate.count += seen.count;
+        aggregate.first_seen = aggregate.first_seen.min(seen.first);
+        aggregate.last_seen = aggregate.last_seen.max(seen.last);
+        for r in &seen.refs {
+            if aggregate.refs.len() < MAX_AGGREGATE_REFS && !aggregate.refs.contains(r) {
+                aggregate.refs.push(r.clone());
             }
         }
-        json!({
-            "type": "sighting",
-            "spec_version": "2.1",
-            "id": aggregate.id,
-            "created": aggregate.created.to_stix_millis(),
-            "modified": aggregate.modified.to_stix_millis(),
-            "created_by_ref": sensor.id,
-            "sighting_of_ref": &*m.indicator.id,
-            "observed_data_refs": aggregate.refs,
-            "where_sighted_refs": [sensor.id],
-            "first_seen": aggregate.first_seen.to_stix_millis(),
-            "last_seen": aggregate.last_seen.to_stix_millis(),
-            "count": aggregate.count.clamp(1, 999_999_999),
-        })
+        let total = Seen {
+            first: aggregate.first_seen,
+            last: aggregate.last_seen,
+            count: aggregate.count,
+            refs: aggregate.refs.clone(),
+        };
+        let versions = (aggregate.created, aggregate.modified);
+        sighting_object(&aggregate.id, versions, &m.indicator.id, &total, sensor)
     }
 
     /// Closes aggregates whose window has passed at `now`, then the oldest
