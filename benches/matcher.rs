@@ -31,6 +31,11 @@ use sightline::pattern::{Pattern, parse};
 use sightline::stix::observation::Observation;
 use sightline::stix::timestamp::Timestamp;
 
+/// The same allocator as the `sightline` binary, for both sides of every
+/// comparison.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Catalog sizes of the throughput benchmarks.
 const SIZES: [u64; 4] = [1_000, 10_000, 100_000, 1_000_000];
 

@@ -35,6 +35,11 @@ use sightline::observe::decoder::{Decoder, builtin_mapping};
 use sightline::pipeline::{Pipeline, PipelineConfig};
 use sightline::stix::timestamp::Timestamp;
 
+/// The same allocator as the `sightline` binary, for both sides of every
+/// comparison.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Indicators in the catalog of the benchmark.
 const INDICATORS: u64 = 100_000;
 
