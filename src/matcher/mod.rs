@@ -49,6 +49,7 @@ mod stream;
 use std::sync::Arc;
 
 pub use catalog::{Catalog, CatalogConfig, Change, IndicatorError};
+pub(crate) use index::FastMap;
 pub use segment::CompileStats;
 pub use stream::{Match, StreamConfig, StreamState, StreamStats};
 

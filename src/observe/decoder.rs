@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::fields::FieldSet;
+use super::fields::{FieldSet, Fields};
 use super::mapping::{EventError, Mapping, MappingError};
 use crate::stix::observation::{Observation, ObservationError, observations_from_document};
 
@@ -159,14 +159,22 @@ fn decode_stix(text: &str) -> Vec<Result<Decoded, DecodeError>> {
         .collect()
 }
 
+thread_local! {
+    /// Decoded fields, reused from one event to the next on this thread.
+    static SCRATCH: std::cell::RefCell<Fields> = std::cell::RefCell::new(Fields::default());
+}
+
 fn decode_mapped(mapping: &Mapping, text: &str) -> Result<Decoded, DecodeError> {
-    let fields = mapping
-        .fields()
-        .extract(text)
-        .map_err(|e| DecodeError::Json(e.to_string()))?;
-    let (observation, kind) = mapping.observe(&fields)?;
-    Ok(Decoded {
-        label: format!("{}/{kind}", mapping.format()),
-        observation,
+    SCRATCH.with(|scratch| {
+        let mut fields = scratch.borrow_mut();
+        mapping
+            .fields()
+            .extract_into(text, &mut fields)
+            .map_err(|e| DecodeError::Json(e.to_string()))?;
+        let (observation, kind) = mapping.observe(&fields)?;
+        Ok(Decoded {
+            label: format!("{}/{kind}", mapping.format()),
+            observation,
+        })
     })
 }

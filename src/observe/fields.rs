@@ -8,18 +8,19 @@
 //! so nested objects and dotted keys reach the same trie nodes. A wanted
 //! path that crosses a list collects every element's value into a list.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+
+use crate::matcher::FastMap;
 
 /// Identifies one wanted field path.
 pub type FieldId = usize;
 
 #[derive(Debug, Default, Clone)]
 struct Node {
-    children: HashMap<String, usize>,
+    children: FastMap<String, usize>,
     field: Option<FieldId>,
 }
 
@@ -97,17 +98,29 @@ impl FieldSet {
     ///
     /// Returns the JSON error when `text` is not valid JSON.
     pub fn extract(&self, text: &str) -> Result<Fields, serde_json::Error> {
-        let mut values = vec![None; self.paths.len()];
+        let mut fields = Fields::default();
+        self.extract_into(text, &mut fields)?;
+        Ok(fields)
+    }
+
+    /// As [`FieldSet::extract`], reusing `fields` (its previous values are
+    /// dropped), which saves an allocation per event.
+    ///
+    /// # Errors
+    ///
+    /// Returns the JSON error when `text` is not valid JSON.
+    pub fn extract_into(&self, text: &str, fields: &mut Fields) -> Result<(), serde_json::Error> {
+        fields.values.clear();
+        fields.values.resize(self.paths.len(), None);
         let mut de = serde_json::Deserializer::from_str(text);
         NodeSeed {
             set: self,
             node: 0,
-            values: &mut values,
+            values: &mut fields.values,
             in_list: false,
         }
         .deserialize(&mut de)?;
-        de.end()?;
-        Ok(Fields { values })
+        de.end()
     }
 
     /// The wanted fields of an already parsed JSON value.
@@ -155,6 +168,9 @@ impl FieldSet {
 
     /// The node reached from `node` by the dot-separated segments of `key`.
     fn descend(&self, node: usize, key: &str) -> Option<usize> {
+        if !key.contains('.') {
+            return self.nodes[node].children.get(key).copied();
+        }
         let mut at = node;
         for segment in key.split('.') {
             at = *self.nodes[at].children.get(segment)?;
@@ -175,7 +191,7 @@ fn store(out: &mut [Option<Value>], field: FieldId, value: Value, in_list: bool)
 }
 
 /// The decoded values of one event, by [`FieldId`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Fields {
     values: Vec<Option<Value>>,
 }
