@@ -40,6 +40,41 @@ pub struct KindConfig {
     /// The cyber-observables to build.
     #[serde(rename = "object", default)]
     pub objects: Vec<ObjectConfig>,
+    /// Cyber-observables built one per element of a list.
+    #[serde(default)]
+    pub each: Vec<EachConfig>,
+}
+
+/// One object per element of a list: addresses in DNS answers, e-mail
+/// recipients, OCSF observables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EachConfig {
+    /// Path of the list.
+    pub list: String,
+    /// Key prefix of the objects (`answer` gives `answer0`, `answer1`, …).
+    pub key: String,
+    /// The element's member holding the value; absent for lists of plain
+    /// values.
+    pub member: Option<String>,
+    /// The STIX type of every object, or `ip`, or `address` (an IP
+    /// address when the value reads as one, else a domain name).
+    #[serde(rename = "type")]
+    pub object_type: Option<String>,
+    /// The type chosen by a member of the element, through a table.
+    pub type_from: Option<TypeFrom>,
+}
+
+/// A type chosen by an element's member: `{ member = "type_id", map =
+/// { "2" = "ip", "1" = "domain-name" } }`. Elements whose member is not in
+/// the map are skipped.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypeFrom {
+    /// The member holding the type code.
+    pub member: String,
+    /// Type code (as text) to STIX type.
+    pub map: BTreeMap<String, String>,
 }
 
 /// Fields that must be present, and fields that must have a value.
@@ -306,6 +341,16 @@ struct Kind {
     time_path: String,
     time_format: TimeFormat,
     objects: Vec<ObjectRule>,
+    each: Vec<EachRule>,
+}
+
+#[derive(Debug, Clone)]
+struct EachRule {
+    list: FieldId,
+    key: String,
+    member: Option<String>,
+    object_type: Option<String>,
+    type_from: Option<TypeFrom>,
 }
 
 /// A compiled mapping.
@@ -404,6 +449,7 @@ impl Mapping {
                 time_path: kind.time.field.clone(),
                 time_format: kind.time.format,
                 objects,
+                each: compile_each(name, &kind.name, &kind.each, &mut fields)?,
             });
         }
         Ok(Mapping {
@@ -509,6 +555,18 @@ impl Mapping {
             object.insert("type".into(), Value::String(object_type.to_string()));
             built.insert(rule.key.clone(), object);
         }
+        // One object per list element, unless an object of the same type and
+        // value is already there.
+        for rule in &kind.each {
+            for (key, object) in each_objects(rule, fields) {
+                let same = |o: &Map<String, Value>| {
+                    o.get("type") == object.get("type") && o.get("value") == object.get("value")
+                };
+                if !built.values().any(same) {
+                    built.insert(key, object);
+                }
+            }
+        }
         // References only to objects that hold something; then objects
         // left with nothing but their type are dropped.
         let holds = |o: &Map<String, Value>| o.len() > 1;
@@ -531,6 +589,96 @@ impl Mapping {
             .collect();
         Ok((Observation::single(time, objects), kind.name.as_str()))
     }
+}
+
+fn compile_each(
+    name: &str,
+    kind: &str,
+    rules: &[EachConfig],
+    fields: &mut FieldSet,
+) -> Result<Vec<EachRule>, MappingError> {
+    rules
+        .iter()
+        .map(|rule| {
+            if rule.object_type.is_some() == rule.type_from.is_some() {
+                return Err(MappingError::Rule {
+                    name: name.to_string(),
+                    kind: kind.to_string(),
+                    object: rule.key.clone(),
+                    reason: "an each rule needs exactly one of type and type_from".into(),
+                });
+            }
+            Ok(EachRule {
+                list: fields.add(&rule.list),
+                key: rule.key.clone(),
+                member: rule.member.clone(),
+                object_type: rule.object_type.clone(),
+                type_from: rule.type_from.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The objects an each rule builds from one event: (key, object).
+fn each_objects(rule: &EachRule, fields: &Fields) -> Vec<(String, Map<String, Value>)> {
+    let Some(items) = fields.get(rule.list) else {
+        return Vec::new();
+    };
+    let items: &[Value] = match items {
+        Value::Array(items) => items,
+        single => std::slice::from_ref(single),
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let value = match &rule.member {
+            Some(member) => item.get(member.as_str()),
+            None => Some(item),
+        };
+        let Some(text) = value.and_then(scalar_text).filter(|t| !t.is_empty()) else {
+            continue;
+        };
+        let declared = match (&rule.object_type, &rule.type_from) {
+            (Some(t), _) => t.clone(),
+            (None, Some(from)) => {
+                let code = item.get(from.member.as_str()).and_then(scalar_text);
+                match code.and_then(|c| from.map.get(&c)) {
+                    Some(t) => t.clone(),
+                    None => continue,
+                }
+            }
+            (None, None) => continue,
+        };
+        let Some((object_type, value)) = typed_value(&declared, &text) else {
+            continue;
+        };
+        let mut object = Map::new();
+        object.insert("type".into(), Value::String(object_type.to_string()));
+        object.insert("value".into(), Value::String(value));
+        out.push((format!("{}{i}", rule.key), object));
+    }
+    out
+}
+
+/// The STIX type and normalised value of `text` declared as `declared`.
+fn typed_value<'a>(declared: &'a str, text: &str) -> Option<(&'a str, String)> {
+    let ip = || {
+        parse_ip_net(text.trim()).map(|net| match net {
+            ipnet::IpNet::V4(_) => ("ipv4-addr", net.addr().to_string()),
+            ipnet::IpNet::V6(_) => ("ipv6-addr", net.addr().to_string()),
+        })
+    };
+    let domain = || {
+        let lowered = text.trim().to_lowercase();
+        lowered.strip_suffix('.').unwrap_or(&lowered).to_string()
+    };
+    Some(match declared {
+        "ip" => ip()?,
+        "address" => ip().unwrap_or(("domain-name", domain())),
+        "domain-name" => ("domain-name", domain()),
+        "email-addr" => ("email-addr", text.trim().to_lowercase()),
+        "url" if !text.contains("://") => ("url", format!("http://{text}")),
+        other => (other, text.to_string()),
+    })
 }
 
 fn compile_property(
@@ -969,6 +1117,47 @@ hashes = { dict = { MD5 = { field = "fileinfo.md5", as = "hash" }, "SHA-256" = {
                 .unwrap_err()
                 .to_string()
                 .contains("without ']'")
+        );
+    }
+
+    #[test]
+    fn list_elements_become_objects() {
+        let text = format!(
+            "{SAMPLE}\n{}",
+            r#"
+[[kind.each]]
+list = "answers"
+key = "answer"
+member = "rdata"
+type = "address"
+
+[[kind.each]]
+list = "observables"
+key = "seen"
+member = "value"
+type_from = { member = "type_id", map = { "1" = "domain-name", "2" = "ip" } }
+"#
+        );
+        let mapping = Mapping::from_toml("sample", &text).unwrap();
+        let line = r#"{"timestamp": "2026-11-20T09:00:00Z", "event_type": "flow", "src_ip": "10.0.0.5",
+            "answers": [{"rdata": "Evil.Example."}, {"rdata": "203.0.113.66"}],
+            "observables": [{"type_id": 2, "value": "10.0.0.5"}, {"type_id": 9, "value": "x"},
+                            {"type_id": 1, "value": "other.example"}]}"#;
+        let obs = observe(&mapping, line).unwrap();
+        assert_eq!(
+            object(&obs, "answer0"),
+            Some(&json!({"type": "domain-name", "value": "evil.example"}))
+        );
+        assert_eq!(
+            object(&obs, "answer1"),
+            Some(&json!({"type": "ipv4-addr", "value": "203.0.113.66"}))
+        );
+        // 10.0.0.5 is already the `src` object; type 9 is not in the map.
+        assert_eq!(object(&obs, "seen0"), None);
+        assert_eq!(object(&obs, "seen1"), None);
+        assert_eq!(
+            object(&obs, "seen2"),
+            Some(&json!({"type": "domain-name", "value": "other.example"}))
         );
     }
 
