@@ -159,7 +159,7 @@ impl<'a> Parser<'a> {
     // ---- observation expressions -------------------------------------
 
     fn observation_expressions(&mut self) -> Result<ObservationExpr, PatternError> {
-        self.observation_chain(
+        self.chain(
             Keyword::FollowedBy,
             ObservationExpr::FollowedBy,
             Self::observation_or,
@@ -167,24 +167,25 @@ impl<'a> Parser<'a> {
     }
 
     fn observation_or(&mut self) -> Result<ObservationExpr, PatternError> {
-        self.observation_chain(Keyword::Or, ObservationExpr::Or, Self::observation_and)
+        self.chain(Keyword::Or, ObservationExpr::Or, Self::observation_and)
     }
 
     fn observation_and(&mut self) -> Result<ObservationExpr, PatternError> {
-        self.observation_chain(
+        self.chain(
             Keyword::And,
             ObservationExpr::And,
             Self::observation_qualified,
         )
     }
 
-    /// Parses `operand (KW operand)*` into one flat node.
-    fn observation_chain(
+    /// Parses `operand (KW operand)*` into one flat node (observation or
+    /// comparison level alike).
+    fn chain<T>(
         &mut self,
         kw: Keyword,
-        make: fn(Vec<ObservationExpr>) -> ObservationExpr,
-        operand: fn(&mut Self) -> Result<ObservationExpr, PatternError>,
-    ) -> Result<ObservationExpr, PatternError> {
+        make: fn(Vec<T>) -> T,
+        operand: fn(&mut Self) -> Result<T, PatternError>,
+    ) -> Result<T, PatternError> {
         let first = operand(self)?;
         if !self.at_keyword(kw) {
             return Ok(first);
@@ -337,29 +338,11 @@ impl<'a> Parser<'a> {
     // ---- comparison expressions --------------------------------------
 
     fn comparison_or(&mut self) -> Result<ComparisonExpr, PatternError> {
-        self.comparison_chain(Keyword::Or, ComparisonExpr::Or, Self::comparison_and)
+        self.chain(Keyword::Or, ComparisonExpr::Or, Self::comparison_and)
     }
 
     fn comparison_and(&mut self) -> Result<ComparisonExpr, PatternError> {
-        self.comparison_chain(Keyword::And, ComparisonExpr::And, Self::comparison_primary)
-    }
-
-    fn comparison_chain(
-        &mut self,
-        kw: Keyword,
-        make: fn(Vec<ComparisonExpr>) -> ComparisonExpr,
-        operand: fn(&mut Self) -> Result<ComparisonExpr, PatternError>,
-    ) -> Result<ComparisonExpr, PatternError> {
-        let first = operand(self)?;
-        if !self.at_keyword(kw) {
-            return Ok(first);
-        }
-        let mut items = vec![first];
-        while self.at_keyword(kw) {
-            self.advance()?;
-            items.push(operand(self)?);
-        }
-        Ok(make(items))
+        self.chain(Keyword::And, ComparisonExpr::And, Self::comparison_primary)
     }
 
     fn comparison_primary(&mut self) -> Result<ComparisonExpr, PatternError> {
