@@ -8,14 +8,19 @@
 //! - [`eval`]: the reference interpreter, the oracle for correctness;
 //! - [`matcher`]: the compiled matcher, fast on millions of indicators;
 //! - [`observe`]: input documents and their observations;
-//! - [`pipeline`]: document in, STIX objects out (shared by the commands);
+//! - [`pipeline`]: document in, STIX objects out (shared by the commands),
+//!   and the Kafka workers around it;
 //! - [`stix`]: STIX data types (timestamps, observations, IP networks);
+//! - [`telemetry`]: metrics and probes of the Kafka workers;
+//! - [`config`]: configuration of the Kafka workers;
 //! - [`cli`]: the `sightline` command line.
 
 pub mod cli;
+pub mod config;
 pub mod eval;
 pub mod matcher;
 pub mod observe;
 pub mod pattern;
 pub mod pipeline;
 pub mod stix;
+pub mod telemetry;

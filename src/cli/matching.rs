@@ -13,9 +13,8 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::matcher::{Catalog, IndicatorError, IndicatorRecord};
-use crate::observe::decoder::{Decoder, builtin_formats, builtin_mapping};
+use crate::observe::decoder::Decoder;
 use crate::observe::documents::{Documents, RawDocuments};
-use crate::observe::mapping::Mapping;
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::stix::indicator::{IndicatorUpdate, document_objects, read_indicator};
 use crate::stix::sighting::bundle;
@@ -46,50 +45,50 @@ pub struct MatchArgs {
     /// JSON lines of any of these. Objects other than indicators are
     /// ignored.
     #[arg(long, value_name = "PATH")]
-    indicators: PathBuf,
+    pub(super) indicators: PathBuf,
 
     /// Events to match ("-" for standard input).
     #[arg(long, value_name = "PATH|-")]
-    events: PathBuf,
+    pub(super) events: PathBuf,
 
     /// Format of the events.
     #[arg(long, value_enum, default_value = "auto")]
-    format: Format,
+    pub(super) format: Format,
 
     /// A mapping file (TOML) for a log format of your own; see
     /// src/observe/MAPPINGS.md. Used alone unless --format is auto, where
     /// it is tried before the built-in formats.
     #[arg(long, value_name = "FILE")]
-    mapping: Option<PathBuf>,
+    pub(super) mapping: Option<PathBuf>,
 
     /// Where to write sightings ("-" for standard output).
     #[arg(long, short, value_name = "PATH|-", default_value = "-")]
-    output: PathBuf,
+    pub(super) output: PathBuf,
 
     /// Write one STIX bundle at the end instead of one object per line
     /// (holds every output object in memory until then).
     #[arg(long)]
-    bundle: bool,
+    pub(super) bundle: bool,
 
     /// Write refused input lines to FILE, as JSON lines with the line
     /// number, the reason and the original text.
     #[arg(long, value_name = "FILE")]
-    rejects: Option<PathBuf>,
+    pub(super) rejects: Option<PathBuf>,
 
     /// Write one sighting per hit instead of folding repeated hits of one
     /// indicator on one observable into one sighting with a count.
     #[arg(long)]
-    no_aggregate: bool,
+    pub(super) no_aggregate: bool,
 
     /// Window, in seconds of event time, over which repeated hits are
     /// folded into one sighting.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
-    aggregate_window: u32,
+    pub(super) aggregate_window: u32,
 
     /// Name of the sensor identity that sightings name as where they were
     /// sighted.
     #[arg(long, value_name = "NAME", default_value = "sightline")]
-    sensor_name: String,
+    pub(super) sensor_name: String,
 }
 
 /// Where output objects go: JSON lines as they come, or one bundle.
@@ -249,32 +248,12 @@ fn reject(
 
 /// The decoder the arguments ask for.
 fn decoder_for(args: &MatchArgs) -> anyhow::Result<Decoder> {
-    let user = match &args.mapping {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read mapping {}", path.display()))?;
-            Some(Mapping::from_toml(&path.display().to_string(), &text)?)
-        }
-        None => None,
-    };
-    let builtin = |name: &str| -> anyhow::Result<Decoder> {
-        Ok(Decoder::Mapped(Box::new(builtin_mapping(name)?)))
-    };
-    Ok(match (args.format, user) {
-        (Format::Auto, user) => {
-            let mut mappings: Vec<Mapping> = user.into_iter().collect();
-            for name in builtin_formats() {
-                mappings.push(builtin_mapping(name)?);
-            }
-            Decoder::auto(mappings)
-        }
-        (_, Some(user)) => Decoder::Mapped(Box::new(user)),
-        (Format::Stix, None) => Decoder::Stix,
-        (Format::Ecs, None) => builtin("ecs")?,
-        (Format::Ocsf, None) => builtin("ocsf")?,
-        (Format::Zeek, None) => builtin("zeek")?,
-        (Format::Suricata, None) => builtin("suricata")?,
-    })
+    let format = args
+        .format
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_else(|| "auto".into());
+    super::decoder(&format, args.mapping.as_deref())
 }
 
 /// Reads the indicator file into a catalog, reporting every refused

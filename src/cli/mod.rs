@@ -2,8 +2,15 @@
 
 mod check;
 mod matching;
+mod run;
 
+use std::path::Path;
 use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::observe::decoder::Decoder;
+use crate::observe::mapping::Mapping;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +29,9 @@ enum Command {
     /// Match events from files or pipes against indicators; write
     /// sightings.
     Match(matching::MatchArgs),
+    /// Kafka workers: indicators and events from topics, sightings to a
+    /// topic (or files, without brokers).
+    Run(run::RunArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -30,6 +40,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => check::run(&args),
         Command::Match(args) => matching::run(&args),
+        Command::Run(args) => run::run(args),
     };
     match result {
         Ok(code) => code,
@@ -38,4 +49,22 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The decoder of a format name, with the user's mapping file if given.
+///
+/// # Errors
+///
+/// When the mapping file cannot be read or is invalid, or the format is
+/// unknown.
+pub fn decoder(format: &str, mapping: Option<&Path>) -> anyhow::Result<Decoder> {
+    let user = match mapping {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read mapping {}", path.display()))?;
+            Some(Mapping::from_toml(&path.display().to_string(), &text)?)
+        }
+        None => None,
+    };
+    Ok(Decoder::for_format(format, user)?)
 }

@@ -51,6 +51,22 @@ pub enum Change {
     Removed,
 }
 
+/// One change to the indicator set, as a feed delivers it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Update {
+    /// Add this version, or replace an older one.
+    Upsert(IndicatorRecord),
+    /// Revoke the id for good (`revoked: true`).
+    Revoke {
+        /// The indicator id.
+        id: Arc<str>,
+        /// The revoking version.
+        modified: Timestamp,
+    },
+    /// Forget the id (a Kafka tombstone); a later version may return.
+    Remove(Arc<str>),
+}
+
 /// Why an indicator could not be compiled.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum IndicatorError {
@@ -124,31 +140,77 @@ impl Catalog {
         &mut self,
         records: impl IntoIterator<Item = IndicatorRecord>,
     ) -> Vec<IndicatorError> {
-        let mut errors = Vec::new();
+        let (results, published) = self.apply(records.into_iter().map(Update::Upsert));
+        results
+            .into_iter()
+            .filter_map(Result::err)
+            .chain(published.err())
+            .collect()
+    }
+
+    /// Applies `updates` in order and publishes one snapshot for all of
+    /// them. Returns what each update did, and whether publishing worked.
+    pub fn apply(
+        &mut self,
+        updates: impl IntoIterator<Item = Update>,
+    ) -> (
+        Vec<Result<Change, IndicatorError>>,
+        Result<(), IndicatorError>,
+    ) {
+        let mut results = Vec::new();
         let mut added = Vec::new();
         let mut removed = HashSet::new();
-        for record in records {
-            match self.stage(record) {
-                Ok(Some((slot, record, pattern, old))) => {
-                    removed.extend(old);
-                    added.push((slot, record, pattern));
+        for update in updates {
+            let result = match update {
+                Update::Upsert(record) => {
+                    let existed = self
+                        .entries
+                        .get(&record.id)
+                        .is_some_and(|e| e.live.is_some());
+                    match self.stage(record) {
+                        Ok(Some((slot, record, pattern, old))) => {
+                            removed.extend(old);
+                            added.push((slot, record, pattern));
+                            Ok(if existed {
+                                Change::Replaced
+                            } else {
+                                Change::Added
+                            })
+                        }
+                        Ok(None) => Ok(Change::Ignored),
+                        Err((error, old)) => {
+                            removed.extend(old);
+                            Err(error)
+                        }
+                    }
                 }
-                Ok(None) => {}
-                Err((error, old)) => {
+                Update::Revoke { id, modified } => {
+                    let (change, old) = self.stage_revoke(&id, modified);
                     removed.extend(old);
-                    errors.push(error);
+                    Ok(change)
                 }
-            }
+                Update::Remove(id) => {
+                    let (change, old) = self.stage_remove(&id);
+                    removed.extend(old);
+                    Ok(change)
+                }
+            };
+            results.push(result);
         }
         // Versions replaced within this batch never reach a segment, and
         // their removal concerns no older segment.
         let staged: HashSet<SlotId> = added.iter().map(|(slot, _, _)| *slot).collect();
         added.retain(|(slot, _, _)| !removed.contains(slot));
         removed.retain(|slot| !staged.contains(slot));
-        if let Err(e) = self.publish(added, removed) {
-            errors.push(e);
-        }
-        errors
+        let published = self.publish(added, removed);
+        (results, published)
+    }
+
+    /// Applies one update and publishes a new snapshot.
+    fn apply_one(&mut self, update: Update) -> Result<Change, IndicatorError> {
+        let (mut results, published) = self.apply([update]);
+        published?;
+        results.pop().unwrap_or(Ok(Change::Ignored))
     }
 
     /// Adds or replaces one indicator and publishes a new snapshot.
@@ -158,27 +220,7 @@ impl Catalog {
     /// Returns [`IndicatorError::InvalidPattern`] when the pattern is
     /// invalid (the older version, if any, is removed all the same).
     pub fn upsert(&mut self, record: IndicatorRecord) -> Result<Change, IndicatorError> {
-        let existed = self
-            .entries
-            .get(&record.id)
-            .is_some_and(|e| e.live.is_some());
-        match self.stage(record) {
-            Ok(Some((slot, record, pattern, old))) => {
-                self.publish(vec![(slot, record, pattern)], old.into_iter().collect())?;
-                Ok(if existed {
-                    Change::Replaced
-                } else {
-                    Change::Added
-                })
-            }
-            Ok(None) => Ok(Change::Ignored),
-            Err((error, old)) => {
-                if old.is_some() {
-                    self.publish(Vec::new(), old.into_iter().collect())?;
-                }
-                Err(error)
-            }
-        }
+        self.apply_one(Update::Upsert(record))
     }
 
     /// Revokes `id` at version `modified`: removed now and ignored forever.
@@ -187,19 +229,10 @@ impl Catalog {
     ///
     /// Only when publishing fails ([`IndicatorError::Compile`]).
     pub fn revoke(&mut self, id: &str, modified: Timestamp) -> Result<Change, IndicatorError> {
-        let entry = self.entries.entry(id.into()).or_insert(Entry {
+        self.apply_one(Update::Revoke {
+            id: id.into(),
             modified,
-            revoked: false,
-            live: None,
-        });
-        if entry.revoked {
-            return Ok(Change::Ignored);
-        }
-        entry.revoked = true;
-        entry.modified = entry.modified.max(modified);
-        let old = entry.live.take();
-        self.publish(Vec::new(), old.into_iter().collect())?;
-        Ok(Change::Revoked)
+        })
     }
 
     /// Removes `id` (a tombstone). A later version may add it again.
@@ -208,20 +241,37 @@ impl Catalog {
     ///
     /// Only when publishing fails ([`IndicatorError::Compile`]).
     pub fn remove(&mut self, id: &str) -> Result<Change, IndicatorError> {
+        self.apply_one(Update::Remove(id.into()))
+    }
+
+    /// Marks `id` revoked; returns the change and the slot to remove.
+    fn stage_revoke(&mut self, id: &str, modified: Timestamp) -> (Change, Option<SlotId>) {
+        let entry = self.entries.entry(id.into()).or_insert(Entry {
+            modified,
+            revoked: false,
+            live: None,
+        });
+        if entry.revoked {
+            return (Change::Ignored, None);
+        }
+        entry.revoked = true;
+        entry.modified = entry.modified.max(modified);
+        (Change::Revoked, entry.live.take())
+    }
+
+    /// Forgets `id`; returns the change and the slot to remove.
+    fn stage_remove(&mut self, id: &str) -> (Change, Option<SlotId>) {
         let Some(entry) = self.entries.get(id) else {
-            return Ok(Change::Ignored);
+            return (Change::Ignored, None);
         };
         if entry.revoked {
-            return Ok(Change::Ignored);
+            return (Change::Ignored, None);
         }
         let old = entry.live;
         self.entries.remove(id);
         match old {
-            Some(slot) => {
-                self.publish(Vec::new(), HashSet::from([slot]))?;
-                Ok(Change::Removed)
-            }
-            None => Ok(Change::Ignored),
+            Some(slot) => (Change::Removed, Some(slot)),
+            None => (Change::Ignored, None),
         }
     }
 

@@ -48,7 +48,7 @@ mod stream;
 
 use std::sync::Arc;
 
-pub use catalog::{Catalog, CatalogConfig, Change, IndicatorError};
+pub use catalog::{Catalog, CatalogConfig, Change, IndicatorError, Update};
 pub(crate) use index::FastMap;
 pub use segment::CompileStats;
 pub use stream::{Match, StreamConfig, StreamState, StreamStats};

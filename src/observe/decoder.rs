@@ -84,6 +84,29 @@ pub enum Decoder {
 }
 
 impl Decoder {
+    /// The decoder of a format name (`auto`, `stix`, or a built-in log
+    /// format), or of `user`'s mapping. With `auto`, `user` is tried
+    /// before the built-in formats; with any other name, `user` replaces
+    /// it.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`MappingError`] when `format` is not a known name.
+    pub fn for_format(format: &str, user: Option<Mapping>) -> Result<Decoder, MappingError> {
+        Ok(match (format, user) {
+            ("auto", user) => {
+                let mut mappings: Vec<Mapping> = user.into_iter().collect();
+                for name in builtin_formats() {
+                    mappings.push(builtin_mapping(name)?);
+                }
+                Decoder::auto(mappings)
+            }
+            (_, Some(user)) => Decoder::Mapped(Box::new(user)),
+            ("stix", None) => Decoder::Stix,
+            (name, None) => Decoder::Mapped(Box::new(builtin_mapping(name)?)),
+        })
+    }
+
     /// A decoder trying STIX and then each of `mappings`.
     pub fn auto(mappings: Vec<Mapping>) -> Decoder {
         let mut detection = FieldSet::new();

@@ -1,12 +1,17 @@
 //! The matching pipeline: document in, STIX objects out. `sightline match`
-//! runs it over files and pipes; the Kafka workers will run the same code
-//! over messages.
+//! runs it over files and pipes; the Kafka workers ([`worker`]) run the
+//! same [`Pipeline`] over messages, one per event partition.
 //!
 //! Per document: decode (STIX or a log mapping) → observations → match
 //! against the current snapshot → the evidence objects (cyber-observables,
 //! observed-data) and a sighting per match, aggregated per indicator and
 //! observable when asked. The sensor identity is written before the first
 //! sighting; an object already written is not written again.
+
+pub mod indicators;
+pub mod kafka;
+pub mod output;
+pub mod worker;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,0 +1,406 @@
+//! `sightline run` against a real Kafka-protocol broker: the one
+//! `.ci/test` starts (`SIGHTLINE_TEST_BROKERS`). Every test makes its own
+//! topics and group. Without a broker these tests fail: they never pass
+//! by skipping.
+
+mod kafka_support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use kafka_support::*;
+use serde_json::{Value, json};
+
+/// The worker writes exactly what `sightline match` writes for the same
+/// indicators and events (one event partition, so the stream state is the
+/// same), and `/metrics` is valid Prometheus text with the documented
+/// names.
+#[test]
+fn sightings_equal_the_match_command_and_metrics_parse() {
+    let topics = Topics::new("equal", 1);
+    topics.create();
+    produce_indicator_file(&topics.indicators, "examples/indicators.json");
+    produce_lines(&topics.events, "examples/events/ecs.jsonl");
+
+    let expected = match_output(&[
+        "--indicators",
+        "examples/indicators.json",
+        "--events",
+        "examples/events/ecs.jsonl",
+        "--format",
+        "ecs",
+    ]);
+    let worker = Worker::start(&topics, &["--format", "ecs"]);
+    let got = consume(&topics.sightings, expected.len(), Duration::from_secs(60));
+    let got: Vec<Value> = got.iter().map(|m| m.json()).collect();
+    assert_eq!(
+        as_set(&got),
+        as_set(&expected),
+        "worker output differs from match"
+    );
+    // Keys are the object ids, so compaction keeps the newest version.
+    for message in consume(&topics.sightings, expected.len(), Duration::from_secs(5)) {
+        assert_eq!(
+            Some(message.json()["id"].as_str().unwrap_or("")),
+            message.key_str()
+        );
+    }
+
+    // Lag comes from librdkafka's statistics, every few seconds.
+    wait_until("consumer lag reported", || {
+        worker.metrics().contains("sightline_consumer_lag{")
+    });
+    let metrics = worker.metrics();
+    check_prometheus_text(&metrics);
+    for name in [
+        "sightline_events_consumed_total",
+        "sightline_observations_total",
+        "sightline_indicators_active",
+        "sightline_indicator_updates_total",
+        "sightline_indicators_rejected_total",
+        "sightline_matches_total",
+        "sightline_sightings_produced_total",
+        "sightline_processing_seconds_bucket",
+        "sightline_consumer_lag",
+        "sightline_snapshot_build_seconds_count",
+        "sightline_snapshot_indicators",
+        "sightline_ready",
+        "sightline_in_flight_messages",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
+    let sightings = expected.iter().filter(|o| o["type"] == "sighting").count();
+    assert_eq!(
+        metric_value(&metrics, "sightline_sightings_produced_total"),
+        sightings as f64
+    );
+    assert_eq!(metric_value(&metrics, "sightline_snapshot_indicators"), 7.0);
+    assert_eq!(worker.get("/ready").0, 200);
+    assert_eq!(worker.get("/health").0, 200);
+}
+
+/// New versions, revocations and tombstones on the indicator topic change
+/// what matches without a restart.
+#[test]
+fn indicator_changes_apply_live() {
+    let topics = Topics::new("live", 1);
+    topics.create();
+    let a = indicator(
+        "indicator--00000000-0000-4000-8000-00000000000a",
+        "[ipv4-addr:value = '192.0.2.10']",
+        false,
+    );
+    produce(&topics.indicators, Some(id_of(&a)), Some(&a.to_string()));
+    let worker = Worker::start(&topics, &["--format", "ecs", "--aggregate-window", "0"]);
+
+    let mut seen = SightingLog::new(&topics.sightings);
+    produce_event(&topics.events, 1, "192.0.2.10");
+    seen.wait_for(id_of(&a), 1);
+
+    // A new indicator matches without restart.
+    let b = indicator(
+        "indicator--00000000-0000-4000-8000-00000000000b",
+        "[ipv4-addr:value = '192.0.2.11']",
+        false,
+    );
+    produce(&topics.indicators, Some(id_of(&b)), Some(&b.to_string()));
+    wait_until("indicator b live", || {
+        produce_event(&topics.events, 2, "192.0.2.11");
+        seen.poll_for(id_of(&b), 1, Duration::from_secs(2))
+    });
+
+    // Revoking a: its events no longer match. A sentinel event for b after
+    // the a event proves the a event was processed.
+    let mut revoked = a.clone();
+    revoked["revoked"] = json!(true);
+    revoked["modified"] = json!("2026-02-01T00:00:00.000Z");
+    produce(
+        &topics.indicators,
+        Some(id_of(&a)),
+        Some(&revoked.to_string()),
+    );
+    wait_until("revocation applied", || {
+        let before_a = seen.count(id_of(&a));
+        let before_b = seen.count(id_of(&b));
+        produce_event(&topics.events, 3, "192.0.2.10");
+        produce_event(&topics.events, 4, "192.0.2.11");
+        seen.poll_for(id_of(&b), before_b + 1, Duration::from_secs(5))
+            && seen.count(id_of(&a)) == before_a
+    });
+
+    // A tombstone removes b.
+    produce(&topics.indicators, Some(id_of(&b)), None);
+    let c = indicator(
+        "indicator--00000000-0000-4000-8000-00000000000c",
+        "[ipv4-addr:value = '192.0.2.12']",
+        false,
+    );
+    produce(&topics.indicators, Some(id_of(&c)), Some(&c.to_string()));
+    wait_until("tombstone applied", || {
+        let before_b = seen.count(id_of(&b));
+        let before_c = seen.count(id_of(&c));
+        produce_event(&topics.events, 5, "192.0.2.11");
+        produce_event(&topics.events, 6, "192.0.2.12");
+        seen.poll_for(id_of(&c), before_c + 1, Duration::from_secs(5))
+            && seen.count(id_of(&b)) == before_b
+    });
+    // And stays removed.
+    let settled_a = seen.count(id_of(&a));
+    let settled_b = seen.count(id_of(&b));
+    let settled_c = seen.count(id_of(&c));
+    produce_event(&topics.events, 7, "192.0.2.10");
+    produce_event(&topics.events, 8, "192.0.2.11");
+    produce_event(&topics.events, 9, "192.0.2.12");
+    assert!(seen.poll_for(id_of(&c), settled_c + 1, Duration::from_secs(30)));
+    assert_eq!(
+        seen.count(id_of(&a)),
+        settled_a,
+        "revoked indicator matched"
+    );
+    assert_eq!(
+        seen.count(id_of(&b)),
+        settled_b,
+        "deleted indicator matched"
+    );
+
+    let metrics = worker.metrics();
+    assert!(
+        metric_value(
+            &metrics,
+            "sightline_indicator_updates_total{change=\"revoked\"}"
+        ) >= 1.0
+    );
+    assert!(
+        metric_value(
+            &metrics,
+            "sightline_indicator_updates_total{change=\"removed\"}"
+        ) >= 1.0
+    );
+}
+
+/// Malformed events and indicators land in the dead-letter topic with the
+/// original bytes, the reason and their origin; the worker goes on.
+#[test]
+fn malformed_messages_go_to_the_dead_letter_topic() {
+    let topics = Topics::new("dlq", 1);
+    topics.create();
+    let good = indicator(
+        "indicator--00000000-0000-4000-8000-0000000000d1",
+        "[ipv4-addr:value = '192.0.2.50']",
+        false,
+    );
+    let bad_pattern = indicator(
+        "indicator--00000000-0000-4000-8000-0000000000d2",
+        "[ipv4-addr:value = ",
+        false,
+    );
+    produce(
+        &topics.indicators,
+        Some(id_of(&good)),
+        Some(&good.to_string()),
+    );
+    produce(
+        &topics.indicators,
+        Some(id_of(&bad_pattern)),
+        Some(&bad_pattern.to_string()),
+    );
+    produce(&topics.indicators, Some("junk"), Some("{not json"));
+
+    produce_raw(&topics.events, None, Some(b"{\"truncated\": "));
+    produce_raw(
+        &topics.events,
+        Some(b"bin"),
+        Some(&[0xff, 0xfe, 0x00, 0x41]),
+    );
+    produce_raw(&topics.events, None, Some(br#"{"hello":"world"}"#));
+    let worker = Worker::start(&topics, &["--format", "auto", "--aggregate-window", "0"]);
+    produce_event(&topics.events, 1, "192.0.2.50");
+
+    let mut seen = SightingLog::new(&topics.sightings);
+    seen.wait_for(id_of(&good), 1);
+    let letters = consume(&topics.dead_letter, 5, Duration::from_secs(30));
+    assert_eq!(letters.len(), 5, "dead letters: {letters:?}");
+    let by_kind: BTreeMap<String, &Received> = letters
+        .iter()
+        .map(|m| (m.header("sightline-reason-kind").unwrap_or_default(), m))
+        .collect();
+    let kinds: BTreeSet<&str> = by_kind.keys().map(String::as_str).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            "invalid_json",
+            "invalid_pattern",
+            "not_utf8",
+            "unknown_format"
+        ]),
+        "{letters:?}"
+    );
+    let pattern = by_kind["invalid_pattern"];
+    assert_eq!(
+        pattern.header("sightline-source-topic").as_deref(),
+        Some(topics.indicators.as_str())
+    );
+    assert_eq!(
+        pattern.header("sightline-source-offset").as_deref(),
+        Some("1")
+    );
+    assert!(
+        pattern
+            .header("sightline-reason")
+            .unwrap_or_default()
+            .contains("indicator--00000000-0000-4000-8000-0000000000d2")
+    );
+    assert_eq!(
+        pattern.payload.as_deref(),
+        Some(bad_pattern.to_string().as_bytes())
+    );
+    let binary = by_kind["not_utf8"];
+    assert_eq!(
+        binary.payload.as_deref(),
+        Some(&[0xff, 0xfe, 0x00, 0x41][..])
+    );
+    assert_eq!(binary.key.as_deref(), Some(&b"bin"[..]));
+    assert_eq!(
+        binary.header("sightline-source-topic").as_deref(),
+        Some(topics.events.as_str())
+    );
+    assert_eq!(
+        binary.header("sightline-source-partition").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        binary.header("sightline-source-offset").as_deref(),
+        Some("1")
+    );
+    let event_json = letters
+        .iter()
+        .filter(|m| m.header("sightline-reason-kind").as_deref() == Some("invalid_json"))
+        .count();
+    assert_eq!(event_json, 2, "one bad event and one bad indicator message");
+
+    let metrics = worker.metrics();
+    assert_eq!(
+        metric_value(&metrics, "sightline_dead_letters_total{source=\"events\"}"),
+        3.0
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "sightline_dead_letters_total{source=\"indicators\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "sightline_indicators_rejected_total{reason=\"invalid_pattern\"}"
+        ),
+        1.0
+    );
+}
+
+/// A worker killed with SIGKILL in the middle of a stream and started
+/// again loses no sighting; repeats carry the same ids.
+#[test]
+fn killed_worker_resumes_without_loss() {
+    let topics = Topics::new("crash", 3);
+    topics.create();
+    let (indicators, events, hits) = synthetic_feed(3000, 40);
+    for object in &indicators {
+        produce(
+            &topics.indicators,
+            Some(id_of(object)),
+            Some(&object.to_string()),
+        );
+    }
+    let expected = expected_sighting_ids(&indicators, &events);
+    assert_eq!(expected.len(), hits, "the oracle sees every planted hit");
+
+    let args = ["--format", "ecs", "--aggregate-window", "0"];
+    let mut worker = Worker::start(&topics, &args);
+    produce_lines_keyed(&topics.events, &events);
+    let mut seen = SightingLog::new(&topics.sightings);
+    wait_until("some sightings before the kill", || {
+        seen.poll(Duration::from_millis(200));
+        seen.sighting_ids().len() >= expected.len() / 10
+    });
+    worker.kill();
+    let before_restart = seen.sighting_ids().len();
+    assert!(
+        before_restart < expected.len(),
+        "the kill came too late to test anything"
+    );
+
+    let _worker = Worker::start(&topics, &args);
+    wait_until("every sighting after the restart", || {
+        seen.poll(Duration::from_millis(500));
+        seen.sighting_ids().len() >= expected.len()
+    });
+    seen.poll(Duration::from_secs(2));
+    assert_eq!(
+        seen.sighting_ids(),
+        expected,
+        "missing or unexpected sightings"
+    );
+}
+
+/// Two workers in one group share the event partitions and together write
+/// exactly the sightings one worker writes.
+#[test]
+fn two_workers_share_the_partitions() {
+    let topics = Topics::new("pair", 4);
+    topics.create();
+    let (indicators, events, _) = synthetic_feed(1200, 30);
+    for object in &indicators {
+        produce(
+            &topics.indicators,
+            Some(id_of(object)),
+            Some(&object.to_string()),
+        );
+    }
+    let expected = expected_sighting_ids(&indicators, &events);
+
+    let args = ["--format", "ecs", "--aggregate-window", "0"];
+    let first = Worker::start(&topics, &args);
+    let second = Worker::start(&topics, &args);
+    // Wait for the group to settle with both members before producing.
+    wait_until("both workers assigned", || {
+        first.metrics().contains("sightline_consumer_lag{")
+            && second.metrics().contains("sightline_consumer_lag{")
+    });
+    produce_lines_keyed(&topics.events, &events);
+
+    let mut seen = SightingLog::new(&topics.sightings);
+    wait_until("every sighting", || {
+        seen.poll(Duration::from_millis(500));
+        seen.sighting_ids().len() >= expected.len()
+    });
+    seen.poll(Duration::from_secs(2));
+    assert_eq!(seen.sighting_ids(), expected);
+    assert_eq!(
+        seen.duplicates(),
+        0,
+        "a message was matched by both workers"
+    );
+    let consumed = |w: &Worker| {
+        let text = w.metrics();
+        text.lines()
+            .filter(|l| l.starts_with("sightline_events_consumed_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let (a, b) = (consumed(&first), consumed(&second));
+    assert!(a > 0.0 && b > 0.0, "both workers consume: {a} and {b}");
+    assert_eq!(a + b, events.len() as f64);
+}
+
+fn as_set(objects: &[Value]) -> BTreeSet<String> {
+    objects.iter().map(Value::to_string).collect()
+}
+
+fn id_of(object: &Value) -> &str {
+    object["id"].as_str().unwrap_or_default()
+}
