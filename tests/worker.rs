@@ -97,7 +97,13 @@ fn indicator_changes_apply_live() {
     let worker = Worker::start(&topics, &["--format", "ecs", "--aggregate-window", "0"]);
 
     let mut seen = SightingLog::new(&topics.sightings);
-    produce_event(&topics.events, 1, "192.0.2.10");
+    // Each event gets a new time, so each hit is a new sighting id.
+    let mut n = 0;
+    let mut event = |destination: &str| {
+        n += 1;
+        produce_event(&topics.events, n, destination);
+    };
+    event("192.0.2.10");
     seen.wait_for(id_of(&a), 1);
 
     // A new indicator matches without restart.
@@ -108,7 +114,7 @@ fn indicator_changes_apply_live() {
     );
     produce(&topics.indicators, Some(id_of(&b)), Some(&b.to_string()));
     wait_until("indicator b live", || {
-        produce_event(&topics.events, 2, "192.0.2.11");
+        event("192.0.2.11");
         seen.poll_for(id_of(&b), 1, Duration::from_secs(2))
     });
 
@@ -125,8 +131,8 @@ fn indicator_changes_apply_live() {
     wait_until("revocation applied", || {
         let before_a = seen.count(id_of(&a));
         let before_b = seen.count(id_of(&b));
-        produce_event(&topics.events, 3, "192.0.2.10");
-        produce_event(&topics.events, 4, "192.0.2.11");
+        event("192.0.2.10");
+        event("192.0.2.11");
         seen.poll_for(id_of(&b), before_b + 1, Duration::from_secs(5))
             && seen.count(id_of(&a)) == before_a
     });
@@ -142,8 +148,8 @@ fn indicator_changes_apply_live() {
     wait_until("tombstone applied", || {
         let before_b = seen.count(id_of(&b));
         let before_c = seen.count(id_of(&c));
-        produce_event(&topics.events, 5, "192.0.2.11");
-        produce_event(&topics.events, 6, "192.0.2.12");
+        event("192.0.2.11");
+        event("192.0.2.12");
         seen.poll_for(id_of(&c), before_c + 1, Duration::from_secs(5))
             && seen.count(id_of(&b)) == before_b
     });
@@ -151,9 +157,9 @@ fn indicator_changes_apply_live() {
     let settled_a = seen.count(id_of(&a));
     let settled_b = seen.count(id_of(&b));
     let settled_c = seen.count(id_of(&c));
-    produce_event(&topics.events, 7, "192.0.2.10");
-    produce_event(&topics.events, 8, "192.0.2.11");
-    produce_event(&topics.events, 9, "192.0.2.12");
+    event("192.0.2.10");
+    event("192.0.2.11");
+    event("192.0.2.12");
     assert!(seen.poll_for(id_of(&c), settled_c + 1, Duration::from_secs(30)));
     assert_eq!(
         seen.count(id_of(&a)),
@@ -367,10 +373,11 @@ fn two_workers_share_the_partitions() {
     let first = Worker::start(&topics, &args);
     let second = Worker::start(&topics, &args);
     // Wait for the group to settle with both members before producing.
+    let assigned = |w: &Worker| metric_value(&w.metrics(), "sightline_assigned_partitions");
     wait_until("both workers assigned", || {
-        first.metrics().contains("sightline_consumer_lag{")
-            && second.metrics().contains("sightline_consumer_lag{")
+        assigned(&first) > 0.0 && assigned(&second) > 0.0
     });
+    assert_eq!(assigned(&first) + assigned(&second), 4.0);
     produce_lines_keyed(&topics.events, &events);
 
     let mut seen = SightingLog::new(&topics.sightings);

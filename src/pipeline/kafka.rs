@@ -128,7 +128,12 @@ impl ConsumerContext for WorkerContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Ok(assignment) = consumer.assignment() {
+            self.metrics
+                .assigned_partitions
+                .set(assignment.count() as i64);
+        }
         match rebalance {
             Rebalance::Assign(partitions) => {
                 tracing::info!(partitions = ?partition_keys(partitions), "partitions assigned")

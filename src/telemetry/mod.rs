@@ -62,6 +62,8 @@ pub struct Metrics {
     pub ready: IntGauge,
     /// Event messages being processed or awaiting acknowledgement.
     pub in_flight: IntGauge,
+    /// Event partitions assigned to this worker.
+    pub assigned_partitions: IntGauge,
     /// Produce attempts repeated after a delivery failure.
     pub produce_retries: IntCounter,
     /// Time spent in each phase of a batch, by phase.
@@ -233,6 +235,11 @@ impl Metrics {
                 &r,
                 "sightline_in_flight_messages",
                 "Event messages being processed or awaiting acknowledgement.",
+            ),
+            assigned_partitions: gauge(
+                &r,
+                "sightline_assigned_partitions",
+                "Event partitions assigned to this worker.",
             ),
             produce_retries: counter(
                 &r,
@@ -424,6 +431,7 @@ mod tests {
             "sightline_window_evictions_total",
             "sightline_ready",
             "sightline_in_flight_messages",
+            "sightline_assigned_partitions",
             "sightline_produce_retries_total",
             "sightline_batch_phase_seconds",
         ] {
