@@ -10,6 +10,7 @@
 //! - [`observe`]: input documents and their observations;
 //! - [`pipeline`]: document in, STIX objects out (shared by the commands);
 //! - [`stix`]: STIX data types (timestamps, observations, IP networks);
+//! - [`taxii`]: TAXII 2.1 client (indicators in) and server (sightings out);
 //! - [`cli`]: the `sightline` command line.
 
 pub mod cli;
@@ -19,3 +20,4 @@ pub mod observe;
 pub mod pattern;
 pub mod pipeline;
 pub mod stix;
+pub mod taxii;

@@ -2,6 +2,7 @@
 
 mod check;
 mod matching;
+mod taxii;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,8 @@ enum Command {
     /// Match events from files or pipes against indicators; write
     /// sightings.
     Match(matching::MatchArgs),
+    /// TAXII 2.1: pull indicators from a server, serve sightings.
+    Taxii(taxii::TaxiiArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -30,6 +33,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => check::run(&args),
         Command::Match(args) => matching::run(&args),
+        Command::Taxii(args) => taxii::run(&args),
     };
     match result {
         Ok(code) => code,
