@@ -306,8 +306,14 @@ impl Client {
             if !page.more {
                 return Ok(report);
             }
+            // Some servers keep one `next` token for a whole paging
+            // session, so a repeated token is progress as long as objects
+            // keep coming.
             let progressed = match (page.next, &fetched.added_last) {
-                (Some(token), _) => next.replace(token.to_string()).as_deref() != Some(token),
+                (Some(token), _) => {
+                    let same = next.replace(token.to_string()).as_deref() == Some(token);
+                    !same || !page.objects.is_empty()
+                }
                 (None, Some(last)) => {
                     next = None;
                     added_after.replace(last.clone()).as_ref() != Some(last)
@@ -324,7 +330,9 @@ impl Client {
             if !progressed {
                 return Err(ClientError::Malformed {
                     url: url.to_string(),
-                    reason: "the server sent the same continuation twice".into(),
+                    reason:
+                        "more is true but the server sends no objects and the same continuation"
+                            .into(),
                 });
             }
         }
