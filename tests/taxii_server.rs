@@ -625,3 +625,43 @@ fn pull_reads_serve_over_tls_with_a_custom_ca() {
     let expected_indicators = 8;
     assert_eq!(lines.lines().count(), expected_indicators);
 }
+
+#[test]
+fn a_followed_file_is_served_as_it_grows() {
+    let dir = scratch("serve-follow");
+    let input = dir.join("growing.jsonl");
+    many_objects(&input, 5);
+    let db = dir.join("taxii.db");
+    let from = input.display().to_string();
+    let (_server, base) = start_server(&db, &["--token", TOKEN, "--from", &from, "--follow"]);
+
+    let count = || page_through(&base, 1000).0.len();
+    let wait_for = |n: usize| {
+        for _ in 0..100 {
+            if count() == n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the server never held {n} objects (it holds {})", count());
+    };
+    wait_for(5);
+
+    // Ten more objects, the last line written in two steps.
+    many_objects(&dir.join("more.jsonl"), 15);
+    let more = std::fs::read_to_string(dir.join("more.jsonl")).expect("more objects");
+    let lines: Vec<&str> = more.lines().skip(5).collect();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .expect("append");
+    for line in &lines[..9] {
+        writeln!(file, "{line}").expect("write");
+    }
+    let (head, tail) = lines[9].split_at(20);
+    write!(file, "{head}").expect("write");
+    file.flush().expect("flush");
+    wait_for(14);
+    writeln!(file, "{tail}").expect("write");
+    wait_for(15);
+}
