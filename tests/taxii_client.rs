@@ -245,3 +245,44 @@ fn refusals_are_clear_errors() {
     );
     assert!(!out.exists() || keys_in(&out).is_empty());
 }
+
+#[test]
+fn kafka_ends_say_they_are_not_built_yet() {
+    let dir = scratch("kafka");
+    let pull = output(sightline().args([
+        "taxii",
+        "pull",
+        "--once",
+        "--url",
+        "http://127.0.0.1:9/api1/",
+        "--collection",
+        "c",
+        "--brokers",
+        "127.0.0.1:9092",
+        "--indicators-topic",
+        "indicators",
+    ]));
+    assert!(!pull.status.success());
+    assert!(
+        stderr(&pull).contains("Kafka destination is not built"),
+        "{}",
+        stderr(&pull)
+    );
+    let serve = output(
+        sightline()
+            .args(["taxii", "serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(dir.join("taxii.db"))
+            .args([
+                "--brokers",
+                "127.0.0.1:9092",
+                "--sightings-topic",
+                "sightings",
+            ]),
+    );
+    assert!(!serve.status.success());
+    assert!(
+        stderr(&serve).contains("Kafka source is not built"),
+        "{}",
+        stderr(&serve)
+    );
+}

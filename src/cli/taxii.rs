@@ -358,7 +358,11 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         let report = ingest::load(&mut store, path, Keep::Indicators)?;
         report_ingest(path, &report);
     }
-    let reads_later = args.follow || args.from.as_ref().is_some_and(|p| p.as_os_str() == "-");
+    let stdin = args.from.as_ref().is_some_and(|p| p.as_os_str() == "-");
+    if args.follow && stdin {
+        bail!("--follow needs a file; standard input is read until it ends anyway");
+    }
+    let reads_later = args.follow || stdin;
     if let Some(path) = args.from.as_ref().filter(|_| !reads_later) {
         let report = ingest::load(&mut store, path, Keep::All)?;
         report_ingest(path, &report);
