@@ -286,3 +286,87 @@ fn kafka_ends_say_they_are_not_built_yet() {
         stderr(&serve)
     );
 }
+
+/// A loopback server that answers the n-th request with `replies[n]`
+/// (status line, extra headers, body); returns its API root URL and the
+/// request lines it saw.
+fn scripted_server(
+    replies: Vec<(&'static str, &'static str, String)>,
+) -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let (seen, requests) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (status, headers, body) in replies {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = seen.send(line.trim().to_string());
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).map_or(true, |n| n == 0) || header == "\r\n" {
+                    break;
+                }
+            }
+            let reply = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/taxii+json;version=2.1\r\n\
+                 {headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = reader.get_mut().write_all(reply.as_bytes());
+        }
+    });
+    (format!("http://127.0.0.1:{port}/api1/"), requests)
+}
+
+#[test]
+fn retries_overload_and_reports_malformed_responses() {
+    let dir = scratch("retries");
+    let collection = json!({"id": COLLECTION, "title": "feed", "can_read": true,
+        "can_write": false})
+    .to_string();
+    let envelope = json!({"more": false,
+        "objects": [indicator(1, "2026-01-01T00:00:00.000Z")]})
+    .to_string();
+    let added = "X-TAXII-Date-Added-Last: 2026-02-01T00:00:00.000000Z\r\n";
+    let (url, requests) = scripted_server(vec![
+        (
+            "503 Service Unavailable",
+            "Retry-After: 1\r\n",
+            String::new(),
+        ),
+        ("200 OK", "", collection.clone()),
+        (
+            "429 Too Many Requests",
+            "",
+            "{\"title\": \"slow down\"}".into(),
+        ),
+        ("200 OK", added, envelope),
+    ]);
+    let out = dir.join("out.jsonl");
+    let checkpoint = dir.join("checkpoint.json");
+    let run = output(&mut pull(&url, COLLECTION, &out, &checkpoint, PASSWORD));
+    assert!(run.status.success(), "pull failed:\n{}", stderr(&run));
+    assert_eq!(keys_in(&out).len(), 1);
+    let seen: Vec<String> = requests.try_iter().collect();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert!(seen[3].contains("limit=25") && seen[3].contains("match%5Btype%5D=indicator"));
+    let saved = std::fs::read_to_string(&checkpoint).unwrap_or_default();
+    assert!(saved.contains("2026-02-01T00:00:00.000000Z"), "{saved}");
+
+    let (url, _) = scripted_server(vec![
+        ("200 OK", "", collection),
+        ("200 OK", "", "<html>not TAXII</html>".into()),
+    ]);
+    let run = output(&mut pull(&url, COLLECTION, &out, &checkpoint, PASSWORD));
+    assert!(!run.status.success());
+    assert!(
+        stderr(&run).contains("malformed response: not JSON"),
+        "{}",
+        stderr(&run)
+    );
+}
