@@ -529,18 +529,19 @@ pub async fn serve(
         let Ok(permit) = permit else {
             return Ok(());
         };
-        let (stream, _peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(found) => found,
-                Err(e) if is_transient(&e) => {
-                    // Out of file descriptors, or one client gave up:
-                    // pause briefly rather than spin.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            },
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             () = &mut shutdown => return Ok(()),
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) if is_transient(&e) => {
+                // Out of file descriptors, or one client gave up: pause
+                // briefly rather than spin.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
         };
         let service = TowerToHyperService::new(app.clone());
         let tls = tls.clone();
@@ -549,7 +550,9 @@ pub async fn serve(
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
                 .header_read_timeout(HANDSHAKE_TIMEOUT);
-            let result = match tls {
+            // A failed connection concerns one client (it hung up or sent
+            // garbage): there is nothing to report.
+            let _ = match tls {
                 None => http.serve_connection(TokioIo::new(stream), service).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -560,7 +563,6 @@ pub async fn serve(
                     }
                 }
             };
-            drop(result);
         });
     }
 }
