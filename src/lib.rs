@@ -13,6 +13,7 @@
 //! - [`stix`]: STIX data types (timestamps, observations, IP networks);
 //! - [`telemetry`]: metrics and probes of the Kafka workers;
 //! - [`config`]: configuration of the Kafka workers;
+//! - [`taxii`]: TAXII 2.1 client (indicators in) and server (sightings out);
 //! - [`cli`]: the `sightline` command line.
 
 pub mod cli;
@@ -24,3 +25,4 @@ pub mod pattern;
 pub mod pipeline;
 pub mod stix;
 pub mod telemetry;
+pub mod taxii;

@@ -3,6 +3,7 @@
 mod check;
 mod matching;
 mod run;
+mod taxii;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ enum Command {
     /// Kafka workers: indicators and events from topics, sightings to a
     /// topic (or files, without brokers).
     Run(run::RunArgs),
+    /// TAXII 2.1: pull indicators from a server, serve sightings.
+    Taxii(taxii::TaxiiArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -41,6 +44,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Match(args) => matching::run(&args),
         Command::Run(args) => run::run(args),
+        Command::Taxii(args) => taxii::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,372 @@
+//! `sightline taxii pull` against the OASIS reference server `medallion`
+//! (memory backend, on loopback), installed from PyPI by `.ci/test`. A
+//! missing medallion is a failure, not a skip.
+
+#[path = "taxii/common.rs"]
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use common::{Running, free_port, output, require_python_modules, scratch, sightline, stderr};
+
+const COLLECTION: &str = "9d2e1f0a-5b7c-4d3e-8f19-2a4b6c8d0e1f";
+const LOCKED: &str = "3c5e7a9b-1d2f-4a6b-9c8d-7e6f5a4b3c2d";
+const USER: &str = "reader";
+const PASSWORD: &str = "correct-horse";
+
+fn indicator(n: usize, modified: &str) -> Value {
+    json!({
+        "type": "indicator", "spec_version": "2.1",
+        "id": format!("indicator--{n:08x}-0000-4000-8000-000000000000"),
+        "created": "2026-01-01T00:00:00.000Z", "modified": modified,
+        "name": format!("address {n}"),
+        "pattern": format!("[ipv4-addr:value = '198.51.100.{}']", n % 250),
+        "pattern_type": "stix", "valid_from": "2026-01-01T00:00:00Z"
+    })
+}
+
+fn malware(n: usize) -> Value {
+    json!({
+        "type": "malware", "spec_version": "2.1",
+        "id": format!("malware--{n:08x}-0000-4000-8000-000000000000"),
+        "created": "2026-01-01T00:00:00.000Z", "modified": "2026-01-01T00:00:00.000Z",
+        "name": format!("family {n}"), "is_family": true
+    })
+}
+
+/// `date_added` of the n-th object: four objects share each second, so
+/// pages end inside groups of equal `date_added`.
+fn date_added(n: usize) -> String {
+    let seconds = n / 4;
+    format!(
+        "2026-02-01T{:02}:{:02}:{:02}.000000Z",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
+/// The medallion data file: one API root with a readable collection of
+/// `objects` and a collection nobody may read.
+fn medallion_data(objects: &[Value]) -> Value {
+    let manifest: Vec<Value> = objects
+        .iter()
+        .enumerate()
+        .map(|(n, o)| {
+            json!({"id": o["id"], "date_added": date_added(n), "version": o["modified"],
+                "media_type": "application/stix+json;version=2.1"})
+        })
+        .collect();
+    let collection = |id: &str, readable: bool, objects: Value, manifest: Value| {
+        json!({"id": id, "title": "feed", "can_read": readable, "can_write": false,
+            "media_types": ["application/stix+json;version=2.1"],
+            "objects": objects, "manifest": manifest})
+    };
+    json!({
+        "/discovery": {"title": "test", "default": "http://127.0.0.1/api1/",
+            "api_roots": ["http://127.0.0.1/api1/"]},
+        "api1": {
+            "information": {"title": "api1", "versions": ["application/taxii+json;version=2.1"],
+                "max_content_length": 1_000_000},
+            "status": [],
+            "collections": [
+                collection(COLLECTION, true, Value::from(objects.to_vec()), Value::from(manifest)),
+                collection(LOCKED, false, json!([]), json!([])),
+            ]
+        }
+    })
+}
+
+/// Starts medallion on `port` serving `objects`; returns it and the API
+/// root URL.
+fn start_medallion(dir: &Path, port: u16, objects: &[Value]) -> (Running, String) {
+    require_python_modules(&["medallion"]);
+    let data = dir.join("data.json");
+    std::fs::write(&data, medallion_data(objects).to_string()).expect("data file");
+    let config = dir.join("config.json");
+    let settings = json!({
+        "backend": {"module": "medallion.backends.memory_backend",
+            "module_class": "MemoryBackend", "filename": data},
+        "users": {USER: PASSWORD},
+        "taxii": {"max_page_size": 100}
+    });
+    std::fs::write(&config, settings.to_string()).expect("config file");
+    let child = Command::new("medallion")
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("medallion cannot run ({e}); pip install medallion"));
+    let mut running = Running { child };
+    common::wait_for_port(port, &mut running.child, "medallion");
+    (running, format!("http://127.0.0.1:{port}/api1/"))
+}
+
+fn pull(url: &str, collection: &str, out: &Path, checkpoint: &Path, password: &str) -> Command {
+    let mut command = sightline();
+    command
+        .args([
+            "taxii",
+            "pull",
+            "--once",
+            "--limit",
+            "25",
+            "--attempts",
+            "2",
+        ])
+        .args(["--url", url, "--collection", collection])
+        .args(["--user", USER, "--password", password, "--output"])
+        .arg(out)
+        .arg("--checkpoint")
+        .arg(checkpoint);
+    command
+}
+
+/// (id, modified) of every line of a JSON lines file, in order.
+fn keys_in(path: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let object: Value = serde_json::from_str(line).expect("each line is JSON");
+            assert_eq!(object["type"], "indicator", "only indicators are written");
+            let key = |k: &str| object[k].as_str().unwrap_or_default().to_string();
+            (key("id"), key("modified"))
+        })
+        .collect()
+}
+
+fn expected(objects: &[Value]) -> BTreeSet<(String, String)> {
+    // The latest version of each indicator (medallion's default).
+    let mut latest = std::collections::BTreeMap::new();
+    for o in objects.iter().filter(|o| o["type"] == "indicator") {
+        let id = o["id"].as_str().unwrap_or_default().to_string();
+        let modified = o["modified"].as_str().unwrap_or_default().to_string();
+        let entry = latest.entry(id).or_insert_with(String::new);
+        if modified > *entry {
+            *entry = modified;
+        }
+    }
+    latest.into_iter().collect()
+}
+
+#[test]
+fn pulls_every_page_once_and_resumes_from_the_checkpoint() {
+    let dir = scratch("pull");
+    let mut objects: Vec<Value> = Vec::new();
+    for n in 0..120 {
+        objects.push(indicator(n, "2026-01-01T00:00:00.000Z"));
+        if n % 12 == 0 {
+            objects.push(malware(n));
+        }
+    }
+    // A newer version of one indicator, added later.
+    objects.push(indicator(7, "2026-01-05T00:00:00.000Z"));
+    let out = dir.join("indicators.jsonl");
+    let checkpoint = dir.join("checkpoint.json");
+
+    let port = free_port();
+    let (medallion, url) = start_medallion(&dir, port, &objects);
+    let run = output(&mut pull(&url, COLLECTION, &out, &checkpoint, PASSWORD));
+    assert!(run.status.success(), "pull failed:\n{}", stderr(&run));
+    let taken = keys_in(&out);
+    let unique: BTreeSet<_> = taken.iter().cloned().collect();
+    assert_eq!(unique.len(), taken.len(), "no object is written twice");
+    assert_eq!(unique, expected(&objects));
+    assert!(stderr(&run).contains("page(s)"), "{}", stderr(&run));
+
+    // Nothing new: the second run writes nothing.
+    let again = output(&mut pull(&url, COLLECTION, &out, &checkpoint, PASSWORD));
+    assert!(
+        again.status.success(),
+        "second pull failed:\n{}",
+        stderr(&again)
+    );
+    assert_eq!(keys_in(&out).len(), taken.len(), "{}", stderr(&again));
+    drop(medallion);
+
+    // The server restarts (same address, as the checkpoint is per API
+    // root) with 30 more indicators, added later: only those are taken.
+    for n in 120..150 {
+        objects.push(indicator(n, "2026-01-09T00:00:00.000Z"));
+    }
+    let (_medallion, url) = start_medallion(&dir, port, &objects);
+    let third = output(&mut pull(&url, COLLECTION, &out, &checkpoint, PASSWORD));
+    assert!(
+        third.status.success(),
+        "third pull failed:\n{}",
+        stderr(&third)
+    );
+    let all = keys_in(&out);
+    assert_eq!(all.len(), taken.len() + 30, "{}", stderr(&third));
+    let unique: BTreeSet<_> = all.iter().cloned().collect();
+    assert_eq!(unique, expected(&objects));
+}
+
+#[test]
+fn refusals_are_clear_errors() {
+    let dir = scratch("refusals");
+    let objects = vec![indicator(1, "2026-01-01T00:00:00.000Z")];
+    let (_medallion, url) = start_medallion(&dir, free_port(), &objects);
+    let out = dir.join("out.jsonl");
+    let checkpoint = dir.join("checkpoint.json");
+
+    let cases = [
+        (COLLECTION, "wrong", "HTTP 401"),
+        ("00000000-0000-4000-8000-000000000000", PASSWORD, "HTTP 404"),
+        (LOCKED, PASSWORD, "can_read"),
+    ];
+    for (collection, password, expected) in cases {
+        let run = output(&mut pull(&url, collection, &out, &checkpoint, password));
+        let message = stderr(&run);
+        assert!(!run.status.success(), "{collection} should fail");
+        assert!(message.contains(expected), "{expected} not in: {message}");
+        assert!(message.contains(&url), "the URL is named: {message}");
+    }
+    let unauthorized = output(&mut pull(&url, COLLECTION, &out, &checkpoint, "wrong"));
+    assert!(
+        stderr(&unauthorized).contains("--password"),
+        "{}",
+        stderr(&unauthorized)
+    );
+
+    // Nobody listens: the request is retried, then fails.
+    let closed = format!("http://127.0.0.1:{}/api1/", free_port());
+    let run = output(&mut pull(&closed, COLLECTION, &out, &checkpoint, PASSWORD));
+    assert!(!run.status.success());
+    assert!(
+        stderr(&run).contains("after 2 attempt(s)"),
+        "{}",
+        stderr(&run)
+    );
+    assert!(!out.exists() || keys_in(&out).is_empty());
+}
+
+#[test]
+fn kafka_ends_say_they_are_not_built_yet() {
+    let dir = scratch("kafka");
+    let pull = output(sightline().args([
+        "taxii",
+        "pull",
+        "--once",
+        "--url",
+        "http://127.0.0.1:9/api1/",
+        "--collection",
+        "c",
+        "--brokers",
+        "127.0.0.1:9092",
+        "--indicators-topic",
+        "indicators",
+    ]));
+    assert!(!pull.status.success());
+    assert!(
+        stderr(&pull).contains("Kafka destination is not built"),
+        "{}",
+        stderr(&pull)
+    );
+    let serve = output(
+        sightline()
+            .args(["taxii", "serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(dir.join("taxii.db"))
+            .args([
+                "--brokers",
+                "127.0.0.1:9092",
+                "--sightings-topic",
+                "sightings",
+            ]),
+    );
+    assert!(!serve.status.success());
+    assert!(
+        stderr(&serve).contains("Kafka source is not built"),
+        "{}",
+        stderr(&serve)
+    );
+}
+
+/// A loopback server that answers the n-th request with `replies[n]`
+/// (status line, extra headers, body); returns its API root URL and the
+/// request lines it saw.
+fn scripted_server(
+    replies: Vec<(&'static str, &'static str, String)>,
+) -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let (seen, requests) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (status, headers, body) in replies {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = seen.send(line.trim().to_string());
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).map_or(true, |n| n == 0) || header == "\r\n" {
+                    break;
+                }
+            }
+            let reply = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/taxii+json;version=2.1\r\n\
+                 {headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = reader.get_mut().write_all(reply.as_bytes());
+        }
+    });
+    (format!("http://127.0.0.1:{port}/api1/"), requests)
+}
+
+#[test]
+fn retries_overload_and_reports_malformed_responses() {
+    let dir = scratch("retries");
+    let collection = json!({"id": COLLECTION, "title": "feed", "can_read": true,
+        "can_write": false})
+    .to_string();
+    let envelope = json!({"more": false,
+        "objects": [indicator(1, "2026-01-01T00:00:00.000Z")]})
+    .to_string();
+    let added = "X-TAXII-Date-Added-Last: 2026-02-01T00:00:00.000000Z\r\n";
+    let (url, requests) = scripted_server(vec![
+        (
+            "503 Service Unavailable",
+            "Retry-After: 1\r\n",
+            String::new(),
+        ),
+        ("200 OK", "", collection.clone()),
+        (
+            "429 Too Many Requests",
+            "",
+            "{\"title\": \"slow down\"}".into(),
+        ),
+        ("200 OK", added, envelope),
+    ]);
+    let out = dir.join("out.jsonl");
+    let checkpoint = dir.join("checkpoint.json");
+    let run = output(&mut pull(&url, COLLECTION, &out, &checkpoint, PASSWORD));
+    assert!(run.status.success(), "pull failed:\n{}", stderr(&run));
+    assert_eq!(keys_in(&out).len(), 1);
+    let seen: Vec<String> = requests.try_iter().collect();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert!(seen[3].contains("limit=25") && seen[3].contains("match%5Btype%5D=indicator"));
+    let saved = std::fs::read_to_string(&checkpoint).unwrap_or_default();
+    assert!(saved.contains("2026-02-01T00:00:00.000000Z"), "{saved}");
+
+    let (url, _) = scripted_server(vec![
+        ("200 OK", "", collection),
+        ("200 OK", "", "<html>not TAXII</html>".into()),
+    ]);
+    let run = output(&mut pull(&url, COLLECTION, &out, &checkpoint, PASSWORD));
+    assert!(!run.status.success());
+    assert!(
+        stderr(&run).contains("malformed response: not JSON"),
+        "{}",
+        stderr(&run)
+    );
+}
