@@ -24,5 +24,5 @@ pub mod observe;
 pub mod pattern;
 pub mod pipeline;
 pub mod stix;
-pub mod telemetry;
 pub mod taxii;
+pub mod telemetry;

@@ -4,10 +4,12 @@
 
 #[path = "taxii/common.rs"]
 mod common;
+mod kafka_support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -246,45 +248,40 @@ fn refusals_are_clear_errors() {
     assert!(!out.exists() || keys_in(&out).is_empty());
 }
 
+/// Pulled indicators go to the indicators topic of a real broker, one
+/// message per object, keyed by id.
 #[test]
-fn kafka_ends_say_they_are_not_built_yet() {
-    let dir = scratch("kafka");
-    let pull = output(sightline().args([
-        "taxii",
-        "pull",
-        "--once",
-        "--url",
-        "http://127.0.0.1:9/api1/",
-        "--collection",
-        "c",
-        "--brokers",
-        "127.0.0.1:9092",
-        "--indicators-topic",
-        "indicators",
-    ]));
-    assert!(!pull.status.success());
-    assert!(
-        stderr(&pull).contains("Kafka destination is not built"),
-        "{}",
-        stderr(&pull)
-    );
-    let serve = output(
+fn pull_writes_to_the_indicators_topic() {
+    let dir = scratch("pull-kafka");
+    let objects: Vec<Value> = (0..60)
+        .map(|n| indicator(n, "2026-01-01T00:00:00.000Z"))
+        .collect();
+    let (_medallion, url) = start_medallion(&dir, free_port(), &objects);
+    let topics = kafka_support::Topics::new("taxii-pull", 1);
+    topics.create();
+    let run = output(
         sightline()
-            .args(["taxii", "serve", "--listen", "127.0.0.1:0", "--db"])
-            .arg(dir.join("taxii.db"))
-            .args([
-                "--brokers",
-                "127.0.0.1:9092",
-                "--sightings-topic",
-                "sightings",
-            ]),
+            .args(["taxii", "pull", "--once", "--limit", "25"])
+            .args(["--url", &url, "--collection", COLLECTION])
+            .args(["--user", USER, "--password", PASSWORD])
+            .args(["--brokers", &kafka_support::brokers()])
+            .args(["--indicators-topic", &topics.indicators])
+            .arg("--checkpoint")
+            .arg(dir.join("checkpoint.json")),
     );
-    assert!(!serve.status.success());
-    assert!(
-        stderr(&serve).contains("Kafka source is not built"),
-        "{}",
-        stderr(&serve)
-    );
+    assert!(run.status.success(), "pull failed:\n{}", stderr(&run));
+    let messages = kafka_support::consume(&topics.indicators, 61, Duration::from_secs(20));
+    assert_eq!(messages.len(), 60, "one message per indicator");
+    let mut keys = BTreeSet::new();
+    for message in &messages {
+        let object = message.json();
+        assert_eq!(message.key_str(), object["id"].as_str());
+        keys.insert((
+            object["id"].as_str().unwrap_or_default().to_string(),
+            object["modified"].as_str().unwrap_or_default().to_string(),
+        ));
+    }
+    assert_eq!(keys, expected(&objects));
 }
 
 /// A loopback server that answers the n-th request with `replies[n]`

@@ -5,6 +5,7 @@
 
 #[path = "taxii/common.rs"]
 mod common;
+mod kafka_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
@@ -664,4 +665,59 @@ fn a_followed_file_is_served_as_it_grows() {
     wait_for(14);
     writeln!(file, "{tail}").expect("write");
     wait_for(15);
+}
+
+/// The store fills from the sightings topic of a real broker, and a
+/// restart in the same consumer group stores nothing twice.
+#[test]
+fn serves_what_the_sightings_topic_holds() {
+    let dir = scratch("serve-kafka");
+    let topics = kafka_support::Topics::new("taxii-serve", 1);
+    topics.create();
+    let sightings = match_output(&dir);
+    let text = std::fs::read_to_string(&sightings).expect("match output");
+    let lines: Vec<(String, String)> = text
+        .lines()
+        .map(|l| {
+            let object: Value = serde_json::from_str(l).expect("JSON line");
+            (
+                object["id"].as_str().unwrap_or_default().to_string(),
+                l.to_string(),
+            )
+        })
+        .collect();
+    kafka_support::produce_lines_keyed(&topics.sightings, &lines);
+    let expected: BTreeSet<String> = latest_versions(&sightings).into_keys().collect();
+
+    let db = dir.join("taxii.db");
+    let brokers = kafka_support::brokers();
+    let args = [
+        "--token",
+        TOKEN,
+        "--brokers",
+        &brokers,
+        "--sightings-topic",
+        &topics.sightings,
+        "--group",
+        &topics.group,
+    ];
+    let served =
+        |base: &str| -> BTreeSet<String> { page_through(base, 1000).0.into_iter().collect() };
+    let (server, base) = start_server(&db, &args);
+    let mut held = BTreeSet::new();
+    for _ in 0..150 {
+        held = served(&base);
+        if held.len() >= expected.len() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(held, expected);
+    drop(server);
+
+    // Restarted on the same database and group: the same objects, once.
+    let (_server, base) = start_server(&db, &args);
+    std::thread::sleep(Duration::from_secs(2));
+    let (ids, _) = page_through(&base, 1000);
+    assert_eq!(ids.len(), expected.len(), "no object stored twice");
 }

@@ -14,6 +14,7 @@ use crate::taxii::auth::{AuthConfig, Scope};
 use crate::taxii::checkpoint::Checkpoint;
 use crate::taxii::client::{Client, ClientError, ClientSettings, Credentials, PullRequest};
 use crate::taxii::ingest::{self, IngestReport, Keep};
+use crate::taxii::kafka::{KafkaSink, follow_topic};
 use crate::taxii::server::{self, ServerSettings};
 use crate::taxii::sink::{IndicatorSink, JsonLinesFile};
 use crate::taxii::store::{Collection, Store};
@@ -157,6 +158,11 @@ struct ServeArgs {
     #[arg(long, value_name = "T", requires = "brokers")]
     sightings_topic: Option<String>,
 
+    /// Consumer group for the sightings topic; offsets are committed
+    /// after each stored batch, so a restart goes on where it stopped.
+    #[arg(long, value_name = "ID", default_value = "sightline-taxii")]
+    group: String,
+
     /// Indicators to serve in the `indicators` collection (a file as
     /// `sightline match --indicators` takes).
     #[arg(long, value_name = "PATH")]
@@ -213,8 +219,12 @@ pub fn run(args: &TaxiiArgs) -> anyhow::Result<ExitCode> {
 async fn pull(args: &PullArgs) -> anyhow::Result<ExitCode> {
     let mut sink: Box<dyn IndicatorSink> = match (&args.output, &args.brokers) {
         (Some(path), _) => Box::new(JsonLinesFile::append(path)?),
-        (None, Some(_)) => {
-            bail!("the Kafka destination is not built in this build; use --output FILE")
+        (None, Some(brokers)) => {
+            let topic = args
+                .indicators_topic
+                .as_deref()
+                .unwrap_or("stix.indicators");
+            Box::new(KafkaSink::new(brokers, topic)?)
         }
         (None, None) => bail!("give --output FILE or --brokers B --indicators-topic T"),
     };
@@ -333,9 +343,6 @@ fn report_ingest(name: &Path, report: &IngestReport) {
 }
 
 async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    if args.brokers.is_some() {
-        bail!("the Kafka source is not built in this build; use --from PATH|-");
-    }
     let valid_name = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
     if args.api_root.is_empty() || !args.api_root.chars().all(valid_name) {
         bail!(
@@ -373,7 +380,19 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     }
 
     let stop = Arc::new(AtomicBool::new(false));
+    let topic = args.brokers.clone().zip(args.sightings_topic.clone());
     let reader = match args.from.clone().filter(|_| reads_later) {
+        None if topic.is_some() => {
+            let (brokers, topic) = topic.unwrap_or_default();
+            let mut writer = Store::open(&args.db)?;
+            let (group, stop) = (args.group.clone(), stop.clone());
+            Some(tokio::task::spawn_blocking(move || {
+                match follow_topic(&mut writer, &brokers, &topic, &group, &stop) {
+                    Ok(report) => report_ingest(Path::new(&topic), &report),
+                    Err(e) => eprintln!("error: {e}"),
+                }
+            }))
+        }
         Some(path) => {
             let mut writer = Store::open(&args.db)?;
             let (follow, stop) = (args.follow, stop.clone());
@@ -409,7 +428,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     server::serve(listener, app, tls, shutdown_signal()).await?;
     stop.store(true, Ordering::Relaxed);
     if let Some(reader) = reader {
-        if args.follow {
+        if args.follow || args.brokers.is_some() {
             let _ = reader.await;
         }
     }

@@ -2,15 +2,16 @@
 //!
 //! The client side (`client`, `checkpoint`, `sink`) polls one collection of
 //! a remote API root, page by page, and hands new indicators to a sink
-//! (a JSON lines file today; the indicators topic once Kafka is wired in).
+//! (a JSON lines file, or the indicators topic: `kafka`).
 //! The server side (`store`, `query`, `server`, `auth`, `ingest`) keeps
-//! what `match`/`run` emitted in SQLite and serves it as a read-only API
-//! root. `tls` builds the rustls configurations both sides use.
+//! what `match`/`run` emitted (files, or the sightings topic) in SQLite
+//! and serves it as a read-only API root. `tls` builds the rustls configurations both sides use.
 
 pub mod auth;
 pub mod checkpoint;
 pub mod client;
 pub mod ingest;
+pub mod kafka;
 pub mod query;
 pub mod server;
 pub mod sink;
