@@ -109,8 +109,7 @@ impl ConsumerContext for WorkerContext {
         if partitions.count() > 0 {
             match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) => {}
-                Err(KafkaError::ConsumerCommit(code))
-                    if code == rdkafka::types::RDKafkaErrorCode::NoOffset => {}
+                Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
                 Err(e) => tracing::warn!(error = %e, "commit before revocation failed"),
             }
         }
