@@ -71,7 +71,7 @@ struct Inflight {
     received: Instant,
     deliveries: Vec<(Outgoing, DeliveryFuture)>,
     sightings: u64,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 }
 
 /// A running partition task.
@@ -389,7 +389,7 @@ async fn partition_task(
                 received: envelope.received,
                 deliveries,
                 sightings,
-                _permit: envelope.permit,
+                permit: envelope.permit,
             });
         }
         shared
@@ -539,6 +539,10 @@ fn reason_label(error: &DecodeError) -> &'static str {
 /// acknowledged.
 async fn ack_task(shared: Arc<Shared>, mut receiver: mpsc::Receiver<Vec<Inflight>>) {
     while let Some(batch) = receiver.recv().await {
+        // Messages are acknowledged in order, so the batch's last offset
+        // covers every message before it.
+        let mut last: Option<Origin> = None;
+        let mut finished = Vec::with_capacity(batch.len());
         for message in batch {
             let mut objects = 0u64;
             for (outgoing, delivery) in message.deliveries {
@@ -556,21 +560,31 @@ async fn ack_task(shared: Arc<Shared>, mut receiver: mpsc::Receiver<Vec<Inflight
             }
             shared.metrics.objects_produced.inc_by(objects);
             shared.metrics.sightings_produced.inc_by(message.sightings);
-            let origin = &message.origin;
-            if let Err(e) =
-                shared
-                    .consumer
-                    .store_offset(&origin.topic, origin.partition, origin.offset)
-            {
-                // The partition moved to another worker, which reads this
-                // message again.
-                tracing::debug!(topic = %origin.topic, partition = origin.partition, error = %e, "offset not stored");
+            last = Some(message.origin);
+            finished.push((message.received, message.permit));
+        }
+        if let Some(origin) = last {
+            let stored = shared
+                .consumer
+                .store_offset(&origin.topic, origin.partition, origin.offset);
+            if let Err(e) = stored {
+                // The partition moved to another worker, which reads these
+                // messages again.
+                tracing::debug!(
+                    topic = %origin.topic,
+                    partition = origin.partition,
+                    error = %e,
+                    "offset not stored"
+                );
             }
+        }
+        for (received, permit) in finished {
             shared
                 .metrics
                 .processing_seconds
-                .observe(message.received.elapsed().as_secs_f64());
+                .observe(received.elapsed().as_secs_f64());
             shared.metrics.in_flight.dec();
+            drop(permit);
         }
     }
 }
