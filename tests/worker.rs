@@ -353,6 +353,42 @@ fn killed_worker_resumes_without_loss() {
     );
 }
 
+/// The broker goes away in the middle of a stream and comes back: the
+/// worker retries by itself and no sighting is lost.
+#[test]
+fn broker_outage_loses_nothing() {
+    let mut broker = OwnBroker::start();
+    use_brokers(&broker.address());
+    let topics = Topics::new("outage", 2);
+    topics.create();
+    let (indicators, events, _) = synthetic_feed(2000, 25);
+    for object in &indicators {
+        produce(&topics.indicators, Some(id_of(object)), Some(&object.to_string()));
+    }
+    let expected = expected_sighting_ids(&indicators, &events);
+    let worker = Worker::start(&topics, &["--format", "ecs", "--aggregate-window", "0"]);
+    let (first, second) = events.split_at(events.len() / 2);
+    produce_lines_keyed(&topics.events, first);
+    let mut seen = SightingLog::new(&topics.sightings);
+    wait_until("sightings of the first half", || {
+        seen.poll(Duration::from_millis(200));
+        !seen.sighting_ids().is_empty()
+    });
+
+    broker.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(worker.get("/health").0, 200, "the worker survives the outage");
+    broker.restart();
+
+    produce_lines_keyed(&topics.events, second);
+    let mut seen = SightingLog::new(&topics.sightings);
+    wait_until("every sighting after the outage", || {
+        seen.poll(Duration::from_millis(500));
+        seen.sighting_ids().len() >= expected.len()
+    });
+    assert_eq!(seen.sighting_ids(), expected);
+}
+
 /// Two workers in one group share the event partitions and together write
 /// exactly the sightings one worker writes.
 #[test]

@@ -20,9 +20,22 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, Threa
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
+thread_local! {
+    /// A broker this test thread uses instead of the shared one.
+    static OWN_BROKERS: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Makes the helpers of the calling test thread use `brokers`.
+pub fn use_brokers(brokers: &str) {
+    OWN_BROKERS.with(|own| *own.borrow_mut() = Some(brokers.to_string()));
+}
+
 /// The broker of the test run. Panics when none is configured: these
 /// tests need one and must not pass without it.
 pub fn brokers() -> String {
+    if let Some(own) = OWN_BROKERS.with(|own| own.borrow().clone()) {
+        return own;
+    }
     std::env::var("SIGHTLINE_TEST_BROKERS").unwrap_or_else(|_| {
         panic!(
             "SIGHTLINE_TEST_BROKERS is not set: run the suite with .ci/test, which starts a \
@@ -573,4 +586,69 @@ pub fn metric_value(text: &str, name: &str) -> f64 {
             (sample == name).then(|| value.parse().ok()).flatten()
         })
         .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+}
+
+/// A broker of a test's own (tansu, as `.ci/test` installs it), for tests
+/// that stop and restart it. Its data survives a restart.
+pub struct OwnBroker {
+    child: Option<Child>,
+    dir: PathBuf,
+    pub port: u16,
+}
+
+impl OwnBroker {
+    pub fn start() -> OwnBroker {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let dir = std::env::temp_dir().join(unique("sightline-own-broker"));
+        std::fs::create_dir_all(&dir).expect("broker dir");
+        let mut broker = OwnBroker {
+            child: None,
+            dir,
+            port,
+        };
+        broker.restart();
+        broker
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the broker process (again) on the same port and data.
+    pub fn restart(&mut self) {
+        let url = format!("tcp://{}", self.address());
+        let log = std::fs::File::create(self.dir.join("broker.log")).expect("broker log");
+        let child = Command::new("tansu")
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://broker.db"])
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("tansu cannot run ({e}); .ci/test installs it"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not open port {}", self.port);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills the broker process.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
