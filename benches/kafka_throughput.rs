@@ -64,7 +64,10 @@ fn main() {
     let run = format!("bench-{}", std::process::id());
     let indicators_topic = format!("{run}-indicators");
     let events_topic = format!("{run}-events");
-    create_topics(&brokers, &[(&indicators_topic, 2), (&events_topic, PARTITIONS)]);
+    create_topics(
+        &brokers,
+        &[(&indicators_topic, 2), (&events_topic, PARTITIONS)],
+    );
     eprintln!("producing {INDICATORS} indicators and {events} events to {brokers}");
     produce(&brokers, &indicators_topic, (0..INDICATORS).map(indicator));
     produce(&brokers, &events_topic, (0..events).map(event));
@@ -73,12 +76,28 @@ fn main() {
     let mut worker = Vec::new();
     for round in 0..ROUNDS {
         let seconds = raw_consume(&brokers, &events_topic, events);
-        eprintln!("round {round}: plain consumer {:.0} events/s", events as f64 / seconds);
+        eprintln!(
+            "round {round}: plain consumer {:.0} events/s",
+            events as f64 / seconds
+        );
         raw.push(seconds);
         let sightings = format!("{run}-sightings-{round}");
-        create_topics(&brokers, &[(&sightings, 1), (&format!("{run}-dlq-{round}"), 1)]);
-        let seconds = worker_consume(&brokers, &run, round, &indicators_topic, &events_topic, events);
-        eprintln!("round {round}: sightline run {:.0} events/s", events as f64 / seconds);
+        create_topics(
+            &brokers,
+            &[(&sightings, 1), (&format!("{run}-dlq-{round}"), 1)],
+        );
+        let seconds = worker_consume(
+            &brokers,
+            &run,
+            round,
+            &indicators_topic,
+            &events_topic,
+            events,
+        );
+        eprintln!(
+            "round {round}: sightline run {:.0} events/s",
+            events as f64 / seconds
+        );
         worker.push(seconds);
     }
     let raw = median(raw);
@@ -88,7 +107,10 @@ fn main() {
          median of {ROUNDS}"
     );
     println!("  plain consumer:  {:>9.0} events/s", events as f64 / raw);
-    println!("  sightline run:   {:>9.0} events/s", events as f64 / worker);
+    println!(
+        "  sightline run:   {:>9.0} events/s",
+        events as f64 / worker
+    );
     println!("  ratio:           {:>9.2} (target >= 0.8)", raw / worker);
     if let Some(mut child) = own_broker {
         let _ = child.kill();
@@ -148,7 +170,13 @@ fn start_broker() -> (Child, String) {
     let _ = std::fs::create_dir_all(&dir);
     let url = format!("tcp://127.0.0.1:{port}");
     let child = Command::new("tansu")
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
         .args(["--storage-engine", "sqlite://broker.db"])
         .current_dir(&dir)
         .stdout(Stdio::null())
@@ -195,7 +223,9 @@ fn produce(brokers: &str, topic: &str, messages: impl Iterator<Item = (String, S
         .create()
         .expect("producer");
     for (key, value) in messages {
-        let mut record = BaseRecord::to(topic).key(key.as_str()).payload(value.as_str());
+        let mut record = BaseRecord::to(topic)
+            .key(key.as_str())
+            .payload(value.as_str());
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -213,7 +243,10 @@ fn produce(brokers: &str, topic: &str, messages: impl Iterator<Item = (String, S
 fn raw_consume(brokers: &str, topic: &str, count: u64) -> f64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("group.id", format!("{topic}-raw-{}", Instant::now().elapsed().as_nanos()))
+        .set(
+            "group.id",
+            format!("{topic}-raw-{}", Instant::now().elapsed().as_nanos()),
+        )
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "true")
         .create()
@@ -248,11 +281,22 @@ fn worker_consume(
         .map(|a| a.port())
         .expect("free port");
     let mut child = Command::new(env!("CARGO_BIN_EXE_sightline"))
-        .args(["run", "--brokers", brokers, "--group", &format!("{run}-group-{round}")])
+        .args([
+            "run",
+            "--brokers",
+            brokers,
+            "--group",
+            &format!("{run}-group-{round}"),
+        ])
         .args(["--indicators-topic", indicators, "--events-topic", events])
         .args(["--sightings-topic", &format!("{run}-sightings-{round}")])
         .args(["--dead-letter-topic", &format!("{run}-dlq-{round}")])
-        .args(["--format", "ecs", "--metrics-addr", &format!("127.0.0.1:{port}")])
+        .args([
+            "--format",
+            "ecs",
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
         .env("SIGHTLINE_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -263,7 +307,9 @@ fn worker_consume(
         if let Ok(Some(status)) = child.try_wait() {
             panic!("sightline run exited: {status}");
         }
-        let Some(metrics) = get_metrics(port) else { continue };
+        let Some(metrics) = get_metrics(port) else {
+            continue;
+        };
         let consumed = sample(&metrics, "sightline_events_consumed_total{");
         let done = sample(&metrics, "sightline_processing_seconds_count");
         if consumed > 0.0 {

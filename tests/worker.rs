@@ -363,7 +363,11 @@ fn broker_outage_loses_nothing() {
     topics.create();
     let (indicators, events, _) = synthetic_feed(2000, 25);
     for object in &indicators {
-        produce(&topics.indicators, Some(id_of(object)), Some(&object.to_string()));
+        produce(
+            &topics.indicators,
+            Some(id_of(object)),
+            Some(&object.to_string()),
+        );
     }
     let expected = expected_sighting_ids(&indicators, &events);
     let worker = Worker::start(&topics, &["--format", "ecs", "--aggregate-window", "0"]);
@@ -377,7 +381,11 @@ fn broker_outage_loses_nothing() {
 
     broker.kill();
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(worker.get("/health").0, 200, "the worker survives the outage");
+    assert_eq!(
+        worker.get("/health").0,
+        200,
+        "the worker survives the outage"
+    );
     broker.restart();
 
     produce_lines_keyed(&topics.events, second);

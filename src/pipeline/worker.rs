@@ -564,9 +564,10 @@ async fn ack_task(shared: Arc<Shared>, mut receiver: mpsc::Receiver<Vec<Inflight
             finished.push((message.received, message.permit));
         }
         if let Some(origin) = last {
-            let stored = shared
-                .consumer
-                .store_offset(&origin.topic, origin.partition, origin.offset);
+            let stored =
+                shared
+                    .consumer
+                    .store_offset(&origin.topic, origin.partition, origin.offset);
             if let Err(e) = stored {
                 // The partition moved to another worker, which reads these
                 // messages again.

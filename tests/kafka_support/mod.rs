@@ -622,7 +622,13 @@ impl OwnBroker {
         let url = format!("tcp://{}", self.address());
         let log = std::fs::File::create(self.dir.join("broker.log")).expect("broker log");
         let child = Command::new("tansu")
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "sqlite://broker.db"])
             .current_dir(&self.dir)
             .stdout(Stdio::null())
@@ -632,7 +638,11 @@ impl OwnBroker {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not open port {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not open port {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
