@@ -169,7 +169,7 @@ fn start_broker() -> (Child, String) {
     let dir = std::env::temp_dir().join(format!("sightline-bench-broker-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
     let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new("tansu")
+    let mut child = Command::new("tansu")
         .args([
             "broker",
             "--listener-url",
@@ -191,6 +191,8 @@ fn start_broker() -> (Child, String) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("tansu did not open port {port}");
 }
 
