@@ -280,7 +280,7 @@ impl RunConfig {
     pub fn from_toml(path: &Path, text: &str) -> Result<RunConfig, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().replace('\n', " "),
+            message: e.to_string().trim_end().to_string(),
         })
     }
 

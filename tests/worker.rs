@@ -353,6 +353,56 @@ fn killed_worker_resumes_without_loss() {
     );
 }
 
+/// SIGTERM finishes in-flight work, commits and exits 0: a new worker in
+/// the same group reads nothing again.
+#[test]
+fn sigterm_commits_and_exits_cleanly() {
+    let topics = Topics::new("term", 2);
+    topics.create();
+    let (indicators, events, _) = synthetic_feed(500, 10);
+    for object in &indicators {
+        produce(
+            &topics.indicators,
+            Some(id_of(object)),
+            Some(&object.to_string()),
+        );
+    }
+    let expected = expected_sighting_ids(&indicators, &events);
+    let args = ["--format", "ecs", "--aggregate-window", "0"];
+    let mut worker = Worker::start(&topics, &args);
+    produce_lines_keyed(&topics.events, &events);
+    let mut seen = SightingLog::new(&topics.sightings);
+    wait_until("every sighting", || {
+        seen.poll(Duration::from_millis(200));
+        seen.sighting_ids().len() >= expected.len()
+    });
+    let status = worker.terminate();
+    assert!(
+        status.success(),
+        "exit after SIGTERM: {status}\n{}",
+        worker.log_text()
+    );
+    assert!(
+        worker.log_text().contains("stopped"),
+        "{}",
+        worker.log_text()
+    );
+
+    let _next = Worker::start(&topics, &args);
+    let sentinel = (String::new(), ecs_event(100_000, "10.77.0.1"));
+    produce_lines_keyed(&topics.events, &[sentinel]);
+    wait_until("the sentinel's sighting", || {
+        seen.poll(Duration::from_millis(200));
+        seen.sighting_ids().len() > expected.len()
+    });
+    seen.poll(Duration::from_secs(2));
+    assert_eq!(
+        seen.duplicates(),
+        0,
+        "events were read again after a clean stop"
+    );
+}
+
 /// The broker goes away in the middle of a stream and comes back: the
 /// worker retries by itself and no sighting is lost.
 #[test]
