@@ -57,12 +57,24 @@ struct PullArgs {
     )]
     user: Option<String>,
 
-    /// HTTP Basic password.
-    #[arg(long, value_name = "P", requires = "user")]
+    /// HTTP Basic password (or SIGHTLINE_TAXII_PASSWORD, which keeps it
+    /// out of the process list).
+    #[arg(
+        long,
+        value_name = "P",
+        requires = "user",
+        env = "SIGHTLINE_TAXII_PASSWORD",
+        hide_env_values = true
+    )]
     password: Option<String>,
 
-    /// Bearer token.
-    #[arg(long, value_name = "T")]
+    /// Bearer token (or SIGHTLINE_TAXII_TOKEN).
+    #[arg(
+        long,
+        value_name = "T",
+        env = "SIGHTLINE_TAXII_TOKEN",
+        hide_env_values = true
+    )]
     token: Option<String>,
 
     /// Append the objects to this file as JSON lines (the form `sightline
@@ -176,12 +188,26 @@ struct ServeArgs {
     #[arg(long, value_name = "U", requires = "password")]
     user: Option<String>,
 
-    /// HTTP Basic password.
-    #[arg(long, value_name = "P", requires = "user")]
+    /// HTTP Basic password (or SIGHTLINE_TAXII_PASSWORD, which keeps it
+    /// out of the process list).
+    #[arg(
+        long,
+        value_name = "P",
+        requires = "user",
+        env = "SIGHTLINE_TAXII_PASSWORD",
+        hide_env_values = true
+    )]
     password: Option<String>,
 
-    /// Bearer token that reads every collection; may be repeated.
-    #[arg(long, value_name = "T")]
+    /// Bearer token that reads every collection; may be repeated (or
+    /// SIGHTLINE_TAXII_TOKENS, comma-separated).
+    #[arg(
+        long,
+        value_name = "T",
+        env = "SIGHTLINE_TAXII_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     token: Vec<String>,
 
     /// Bearer token that reads one collection (its alias or id); may be
