@@ -1,6 +1,8 @@
 //! Event decoding: one input document in, observations out, in any of the
 //! supported formats or detected per document.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::fields::{FieldSet, Fields};
@@ -64,7 +66,7 @@ pub struct Decoded {
     /// The observation.
     pub observation: Observation,
     /// `stix`, or `format/kind` for log events (`zeek/conn`).
-    pub label: String,
+    pub label: Arc<str>,
 }
 
 /// How documents are read.
@@ -175,7 +177,7 @@ fn decode_stix(text: &str) -> Vec<Result<Decoded, DecodeError>> {
         .map(|r| {
             r.map(|observation| Decoded {
                 observation,
-                label: "stix".into(),
+                label: Arc::from("stix"),
             })
             .map_err(DecodeError::from)
         })
@@ -196,7 +198,7 @@ fn decode_mapped(mapping: &Mapping, text: &str) -> Result<Decoded, DecodeError> 
             .map_err(|e| DecodeError::Json(e.to_string()))?;
         let (observation, kind) = mapping.observe(&fields)?;
         Ok(Decoded {
-            label: format!("{}/{kind}", mapping.format()),
+            label: Arc::clone(kind),
             observation,
         })
     })

@@ -5,7 +5,9 @@
 //! compiled form, with every field path registered in one [`FieldSet`] so
 //! that an event is decoded once, for only the fields that some rule uses.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -332,6 +334,8 @@ struct ObjectRule {
 #[derive(Debug, Clone)]
 struct Kind {
     name: String,
+    /// `format/name`, the label of its observations in summaries.
+    label: Arc<str>,
     /// Detection paths as written, for detection with another field set.
     detect_paths: Vec<String>,
     detect_equal_paths: Vec<(String, Value)>,
@@ -435,6 +439,7 @@ impl Mapping {
                 .map(|(p, v)| (fields.add(p), toml_to_json(v)))
                 .collect();
             kinds.push(Kind {
+                label: Arc::from(format!("{}/{}", config.format, kind.name)),
                 name: kind.name.clone(),
                 detect_paths: kind.detect.fields.clone(),
                 detect_equal_paths: kind
@@ -515,7 +520,7 @@ impl Mapping {
     ///
     /// Returns [`EventError`] when no kind applies, the time is unreadable,
     /// or no object can be built.
-    pub fn observe(&self, fields: &Fields) -> Result<(Observation, &str), EventError> {
+    pub fn observe(&self, fields: &Fields) -> Result<(Observation, &Arc<str>), EventError> {
         let kind = self.kind_for(fields).ok_or_else(|| EventError::NoKind {
             format: self.format.clone(),
         })?;
@@ -587,7 +592,7 @@ impl Mapping {
             .into_iter()
             .map(|(k, v)| (k, Value::Object(v)))
             .collect();
-        Ok((Observation::single(time, objects), kind.name.as_str()))
+        Ok((Observation::single(time, objects), &kind.label))
     }
 }
 
@@ -641,7 +646,7 @@ fn each_objects(rule: &EachRule, fields: &Fields) -> Vec<(String, Map<String, Va
             (Some(t), _) => t.clone(),
             (None, Some(from)) => {
                 let code = item.get(from.member.as_str()).and_then(scalar_text);
-                match code.and_then(|c| from.map.get(&c)) {
+                match code.and_then(|c| from.map.get(c.as_ref())) {
                     Some(t) => t.clone(),
                     None => continue,
                 }
@@ -838,11 +843,11 @@ fn finish(raw: &Value, normalize: Normalize, list: bool, time_format: TimeFormat
     })
 }
 
-fn scalar_text(value: &Value) -> Option<String> {
+fn scalar_text(value: &Value) -> Option<Cow<'_, str>> {
     match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
+        Value::String(s) => Some(Cow::Borrowed(s.as_str())),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
         _ => None,
     }
 }
@@ -851,7 +856,7 @@ fn normalize_one(value: &Value, normalize: Normalize, time_format: TimeFormat) -
     let text = || scalar_text(value).filter(|t| !t.is_empty());
     Some(match normalize {
         Normalize::Raw => value.clone(),
-        Normalize::String => Value::String(text()?),
+        Normalize::String => Value::String(text()?.into_owned()),
         Normalize::Integer => match value {
             Value::Number(n) if n.is_i64() || n.is_u64() => value.clone(),
             _ => Value::from(text()?.trim().parse::<i64>().ok()?),
@@ -863,9 +868,14 @@ fn normalize_one(value: &Value, normalize: Normalize, time_format: TimeFormat) -
         }
         Normalize::Ip => {
             let text = text()?;
-            let net = parse_ip_net(text.trim())?;
-            Value::String(if text.contains('/') {
+            let trimmed = text.trim();
+            let net = parse_ip_net(trimmed)?;
+            Value::String(if trimmed.contains('/') {
                 net.to_string()
+            } else if !trimmed.contains(':') {
+                // Without '/' or ':' only a plain dotted quad parses, and
+                // it is already in canonical form.
+                trimmed.to_string()
             } else {
                 net.addr().to_string()
             })
@@ -873,7 +883,7 @@ fn normalize_one(value: &Value, normalize: Normalize, time_format: TimeFormat) -
         Normalize::Url => {
             let text = text()?;
             if text.contains("://") {
-                Value::String(text)
+                Value::String(text.into_owned())
             } else {
                 Value::String(format!("http://{text}"))
             }

@@ -121,7 +121,12 @@ impl Pipeline {
                     continue;
                 }
             };
-            *self.stats.observations.entry(decoded.label).or_default() += 1;
+            match self.stats.observations.get_mut(&*decoded.label) {
+                Some(count) => *count += 1,
+                None => {
+                    self.stats.observations.insert(decoded.label.to_string(), 1);
+                }
+            }
             for m in self.stream.process(snapshot, Arc::new(decoded.observation)) {
                 self.stats.matches += 1;
                 let (objects, sighted) = evidence(&m, &self.sensor);
