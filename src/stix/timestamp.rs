@@ -307,18 +307,73 @@ impl Timestamp {
     /// RFC 3339 with exactly three fraction digits (milliseconds), as the
     /// STIX 2.1 object properties `created` and `modified` require.
     pub fn to_stix_millis(&self) -> String {
-        let whole = Timestamp {
-            secs: self.secs,
-            nanos: 0,
+        let days = self.secs.div_euclid(86_400);
+        let of_day = self.secs.rem_euclid(86_400);
+        let (year, month, day) = civil_from_days(days);
+        let Ok(year @ 0..=9999) = u64::try_from(year) else {
+            // Outside four-digit years: the general formatter.
+            let whole = Timestamp {
+                secs: self.secs,
+                nanos: 0,
+            }
+            .to_string();
+            let stem = whole.trim_end_matches('Z');
+            return format!("{stem}.{:03}Z", self.nanos / 1_000_000);
+        };
+        // Written digit by digit: this runs for every time property of
+        // every event, where the formatting machinery is the slow part.
+        let mut out = String::with_capacity(24);
+        let fields = [
+            (year, 4, '-'),
+            (u64::from(month), 2, '-'),
+            (u64::from(day), 2, 'T'),
+            (of_day as u64 / 3600, 2, ':'),
+            (of_day as u64 / 60 % 60, 2, ':'),
+            (of_day as u64 % 60, 2, '.'),
+            (u64::from(self.nanos / 1_000_000), 3, 'Z'),
+        ];
+        for (value, width, separator) in fields {
+            push_padded(&mut out, value, width);
+            out.push(separator);
         }
-        .to_string();
-        let stem = whole.trim_end_matches('Z');
-        format!("{stem}.{:03}Z", self.nanos / 1_000_000)
+        out
+    }
+}
+
+/// Appends `value` in decimal, zero-padded to `width` digits (at most 4).
+fn push_padded(out: &mut String, value: u64, width: u32) {
+    let mut divisor = 10u64.pow(width - 1);
+    while divisor > 0 {
+        let digit = (value / divisor % 10) as u8;
+        out.push(char::from(b'0' + digit));
+        divisor /= 10;
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn millisecond_form_matches_the_general_formatter() {
+        let general = |t: Timestamp| {
+            let whole = Timestamp::from_parts(t.unix_seconds(), 0).to_string();
+            format!(
+                "{}.{:03}Z",
+                whole.trim_end_matches('Z'),
+                t.nanos / 1_000_000
+            )
+        };
+        let mut secs: i64 = -62_167_219_200; // 0000-01-01
+        while secs < 253_402_300_800 {
+            for nanos in [0, 999_999, 1_000_000, 123_456_789, 999_999_999] {
+                let t = Timestamp::from_parts(secs, nanos);
+                assert_eq!(t.to_stix_millis(), general(t), "{secs} {nanos}");
+            }
+            secs += 7_919_113;
+        }
+        let far = Timestamp::from_parts(253_402_300_800 + 86_400, 5_000_000);
+        assert!(far.to_stix_millis().ends_with(".005Z"));
+    }
+
     use super::*;
 
     fn ts(text: &str) -> Timestamp {
