@@ -314,15 +314,7 @@ fn malformed_messages_go_to_the_dead_letter_topic() {
 fn killed_worker_resumes_without_loss() {
     let topics = Topics::new("crash", 3);
     topics.create();
-    let (indicators, events, hits) = synthetic_feed(3000, 40);
-    for object in &indicators {
-        produce(
-            &topics.indicators,
-            Some(id_of(object)),
-            Some(&object.to_string()),
-        );
-    }
-    let expected = expected_sighting_ids(&indicators, &events);
+    let (events, expected, hits) = synthetic_setup(&topics, 3000, 40);
     assert_eq!(expected.len(), hits, "the oracle sees every planted hit");
 
     let args = ["--format", "ecs", "--aggregate-window", "0"];
@@ -359,15 +351,7 @@ fn killed_worker_resumes_without_loss() {
 fn sigterm_commits_and_exits_cleanly() {
     let topics = Topics::new("term", 2);
     topics.create();
-    let (indicators, events, _) = synthetic_feed(500, 10);
-    for object in &indicators {
-        produce(
-            &topics.indicators,
-            Some(id_of(object)),
-            Some(&object.to_string()),
-        );
-    }
-    let expected = expected_sighting_ids(&indicators, &events);
+    let (events, expected, _) = synthetic_setup(&topics, 500, 10);
     let args = ["--format", "ecs", "--aggregate-window", "0"];
     let mut worker = Worker::start(&topics, &args);
     produce_lines_keyed(&topics.events, &events);
@@ -411,15 +395,7 @@ fn broker_outage_loses_nothing() {
     use_brokers(&broker.address());
     let topics = Topics::new("outage", 2);
     topics.create();
-    let (indicators, events, _) = synthetic_feed(2000, 25);
-    for object in &indicators {
-        produce(
-            &topics.indicators,
-            Some(id_of(object)),
-            Some(&object.to_string()),
-        );
-    }
-    let expected = expected_sighting_ids(&indicators, &events);
+    let (events, expected, _) = synthetic_setup(&topics, 2000, 25);
     let worker = Worker::start(&topics, &["--format", "ecs", "--aggregate-window", "0"]);
     let (first, second) = events.split_at(events.len() / 2);
     produce_lines_keyed(&topics.events, first);
@@ -453,15 +429,7 @@ fn broker_outage_loses_nothing() {
 fn two_workers_share_the_partitions() {
     let topics = Topics::new("pair", 4);
     topics.create();
-    let (indicators, events, _) = synthetic_feed(1200, 30);
-    for object in &indicators {
-        produce(
-            &topics.indicators,
-            Some(id_of(object)),
-            Some(&object.to_string()),
-        );
-    }
-    let expected = expected_sighting_ids(&indicators, &events);
+    let (events, expected, _) = synthetic_setup(&topics, 1200, 30);
 
     let args = ["--format", "ecs", "--aggregate-window", "0"];
     let first = Worker::start(&topics, &args);
@@ -496,6 +464,26 @@ fn two_workers_share_the_partitions() {
     let (a, b) = (consumed(&first), consumed(&second));
     assert!(a > 0.0 && b > 0.0, "both workers consume: {a} and {b}");
     assert_eq!(a + b, events.len() as f64);
+}
+
+/// Produces the indicators of a synthetic feed to the test's topic;
+/// returns its keyed events, the sighting ids `match` gives for them, and
+/// the number of planted hits.
+fn synthetic_setup(
+    topics: &Topics,
+    events: u64,
+    indicators: u64,
+) -> (Vec<(String, String)>, BTreeSet<String>, usize) {
+    let (indicators, events, hits) = synthetic_feed(events, indicators);
+    for object in &indicators {
+        produce(
+            &topics.indicators,
+            Some(id_of(object)),
+            Some(&object.to_string()),
+        );
+    }
+    let expected = expected_sighting_ids(&indicators, &events);
+    (events, expected, hits)
 }
 
 fn as_set(objects: &[Value]) -> BTreeSet<String> {
