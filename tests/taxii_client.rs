@@ -177,6 +177,55 @@ fn refusals_are_clear_errors() {
     assert!(!out.exists() || keys_in(&out).is_empty());
 }
 
+/// Discovery lists the API root and both collections with their
+/// permissions, as `pull --collection` needs them.
+#[test]
+fn discover_lists_roots_and_collections() {
+    let dir = scratch("discover");
+    let port = free_port();
+    let (_medallion, _) = start_medallion(&dir, port, &[indicator(1, "2026-01-01T00:00:00.000Z")]);
+    let run = output(
+        sightline()
+            .args([
+                "taxii",
+                "discover",
+                "--url",
+                &format!("http://127.0.0.1:{port}/taxii2/"),
+            ])
+            .args(["--user", USER, "--password", PASSWORD]),
+    );
+    assert!(run.status.success(), "discover failed:\n{}", stderr(&run));
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(text.contains("server: test"), "{text}");
+    assert!(
+        text.contains(&format!("api root: http://127.0.0.1:{port}/api1/ (api1)")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "collection {COLLECTION}  read: yes  write: no  feed"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("collection {LOCKED}  read: no")),
+        "{text}"
+    );
+
+    let refused = output(
+        sightline()
+            .args([
+                "taxii",
+                "discover",
+                "--url",
+                &format!("http://127.0.0.1:{port}/taxii2/"),
+            ])
+            .args(["--user", USER, "--password", "wrong", "--attempts", "1"]),
+    );
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("401"), "{}", stderr(&refused));
+}
+
 /// Pulled indicators go to the indicators topic of a real broker, one
 /// message per object, keyed by id.
 #[test]

@@ -29,6 +29,8 @@ pub struct TaxiiArgs {
 
 #[derive(Debug, Subcommand)]
 enum TaxiiCommand {
+    /// List a server's API roots and their collections (discovery).
+    Discover(DiscoverArgs),
     /// Poll one TAXII 2.1 collection for indicators (every page) and write
     /// them as JSON lines, remembering where it stopped.
     Pull(PullArgs),
@@ -37,17 +39,9 @@ enum TaxiiCommand {
     Serve(ServeArgs),
 }
 
-/// Arguments of `sightline taxii pull`.
+/// How to reach a TAXII server: credentials, trust, patience.
 #[derive(Debug, Args)]
-struct PullArgs {
-    /// The API root URL, e.g. https://taxii.example/api1/.
-    #[arg(long, value_name = "API_ROOT_URL")]
-    url: String,
-
-    /// The collection id.
-    #[arg(long, value_name = "ID")]
-    collection: String,
-
+struct ConnectArgs {
     /// HTTP Basic user name.
     #[arg(
         long,
@@ -76,6 +70,65 @@ struct PullArgs {
         hide_env_values = true
     )]
     token: Option<String>,
+
+    /// PEM file of CA certificates to trust beside the public roots.
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+
+    /// Seconds allowed for one request.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    timeout: u64,
+
+    /// Attempts per request on connection errors, timeouts, 429 and 5xx.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    attempts: u32,
+}
+
+impl ConnectArgs {
+    /// A client with these settings.
+    fn client(&self) -> anyhow::Result<Client> {
+        let credentials = match (&self.user, &self.password, &self.token) {
+            (Some(user), Some(password), _) => Credentials::Basic {
+                user: user.clone(),
+                password: password.clone(),
+            },
+            (_, _, Some(token)) => Credentials::Bearer(token.clone()),
+            _ => Credentials::None,
+        };
+        Ok(Client::new(ClientSettings {
+            credentials,
+            ca_cert: self.ca_cert.clone(),
+            timeout: Duration::from_secs(self.timeout.max(1)),
+            attempts: self.attempts,
+            backoff: Duration::from_millis(500),
+        })?)
+    }
+}
+
+/// Arguments of `sightline taxii discover`.
+#[derive(Debug, Args)]
+struct DiscoverArgs {
+    /// The discovery URL, e.g. https://taxii.example/taxii2/.
+    #[arg(long, value_name = "DISCOVERY_URL")]
+    url: String,
+
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+/// Arguments of `sightline taxii pull`.
+#[derive(Debug, Args)]
+struct PullArgs {
+    /// The API root URL, e.g. https://taxii.example/api1/.
+    #[arg(long, value_name = "API_ROOT_URL")]
+    url: String,
+
+    /// The collection id.
+    #[arg(long, value_name = "ID")]
+    collection: String,
+
+    #[command(flatten)]
+    connect: ConnectArgs,
 
     /// Append the objects to this file as JSON lines (the form `sightline
     /// match --indicators` reads).
@@ -107,18 +160,6 @@ struct PullArgs {
     /// Seconds between polls.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     interval: u64,
-
-    /// PEM file of CA certificates to trust beside the public roots.
-    #[arg(long, value_name = "FILE")]
-    ca_cert: Option<PathBuf>,
-
-    /// Seconds allowed for one request.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
-    timeout: u64,
-
-    /// Attempts per request on connection errors, timeouts, 429 and 5xx.
-    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
-    attempts: u32,
 
     /// Objects per page asked for.
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -237,9 +278,36 @@ pub fn run(args: &TaxiiArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     match &args.command {
+        TaxiiCommand::Discover(args) => runtime.block_on(discover(args)),
         TaxiiCommand::Pull(args) => runtime.block_on(pull(args)),
         TaxiiCommand::Serve(args) => runtime.block_on(serve(args)),
     }
+}
+
+async fn discover(args: &DiscoverArgs) -> anyhow::Result<ExitCode> {
+    let client = args.connect.client()?;
+    let server = client.discover(&args.url).await?;
+    println!("server: {}", server.title);
+    for root in &server.roots {
+        println!("api root: {} ({})", root.url, root.title);
+        match &root.collections {
+            Ok(collections) if collections.is_empty() => println!("  no collections"),
+            Ok(collections) => {
+                for c in collections {
+                    let yes = |b: bool| if b { "yes" } else { "no" };
+                    println!(
+                        "  collection {}  read: {}  write: {}  {}",
+                        c.id,
+                        yes(c.can_read),
+                        yes(c.can_write),
+                        c.title
+                    );
+                }
+            }
+            Err(e) => println!("  collections not readable: {e}"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn pull(args: &PullArgs) -> anyhow::Result<ExitCode> {
@@ -254,21 +322,7 @@ async fn pull(args: &PullArgs) -> anyhow::Result<ExitCode> {
         }
         (None, None) => bail!("give --output FILE or --brokers B --indicators-topic T"),
     };
-    let credentials = match (&args.user, &args.password, &args.token) {
-        (Some(user), Some(password), _) => Credentials::Basic {
-            user: user.clone(),
-            password: password.clone(),
-        },
-        (_, _, Some(token)) => Credentials::Bearer(token.clone()),
-        _ => Credentials::None,
-    };
-    let client = Client::new(ClientSettings {
-        credentials,
-        ca_cert: args.ca_cert.clone(),
-        timeout: Duration::from_secs(args.timeout.max(1)),
-        attempts: args.attempts,
-        backoff: Duration::from_millis(500),
-    })?;
+    let client = args.connect.client()?;
     let request = PullRequest {
         api_root: args.url.clone(),
         collection: args.collection.clone(),

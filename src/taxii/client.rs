@@ -175,6 +175,40 @@ pub struct PullReport {
     pub dropped: usize,
 }
 
+/// What a server's discovery resource and API roots offer.
+#[derive(Debug)]
+pub struct Discovery {
+    /// The server's title.
+    pub title: String,
+    /// Each API root, in the order the server lists them.
+    pub roots: Vec<ApiRoot>,
+}
+
+/// One API root.
+#[derive(Debug)]
+pub struct ApiRoot {
+    /// Its URL, resolved against the discovery URL.
+    pub url: String,
+    /// Its title ("" when it could not be read).
+    pub title: String,
+    /// Its collections, or why they could not be listed (a root may
+    /// refuse these credentials while others accept them).
+    pub collections: Result<Vec<CollectionInfo>, ClientError>,
+}
+
+/// One collection, as its API root lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionInfo {
+    /// The collection id (what `pull --collection` takes).
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// Whether these credentials may read it.
+    pub can_read: bool,
+    /// Whether these credentials may write it.
+    pub can_write: bool,
+}
+
 /// A TAXII 2.1 client.
 pub struct Client {
     http: reqwest::Client,
@@ -203,6 +237,91 @@ impl Client {
             .build()
             .map_err(|e| ClientError::Setup(causes(&e)))?;
         Ok(Client { http, settings })
+    }
+
+    /// Reads the discovery resource at `url`, then each API root it lists
+    /// and that root's collections.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the discovery resource cannot be read or is malformed;
+    /// an API root that fails is reported in its entry instead.
+    pub async fn discover(&self, url: &str) -> Result<Discovery, ClientError> {
+        let base = Url::parse(url).map_err(|e| bad_url(url, e.to_string()))?;
+        let fetched = self.get(&base, &[]).await?;
+        let text = |v: &Value, key: &str| {
+            v.get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let listed = fetched
+            .body
+            .get("api_roots")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut roots = Vec::new();
+        for entry in &listed {
+            let Some(root) = entry.as_str() else {
+                return Err(ClientError::Malformed {
+                    url: base.to_string(),
+                    reason: "api_roots holds a value that is not a URL string".into(),
+                });
+            };
+            let mut root_url = base.join(root).map_err(|e| bad_url(root, e.to_string()))?;
+            if !root_url.path().ends_with('/') {
+                root_url.set_path(&format!("{}/", root_url.path()));
+            }
+            let title = match self.get(&root_url, &[]).await {
+                Ok(info) => text(&info.body, "title"),
+                Err(_) => String::new(),
+            };
+            let collections = match root_url.join("collections/") {
+                Ok(list_url) => self.collections(&list_url).await,
+                Err(e) => Err(bad_url(root, e.to_string())),
+            };
+            roots.push(ApiRoot {
+                url: root_url.to_string(),
+                title,
+                collections,
+            });
+        }
+        Ok(Discovery {
+            title: text(&fetched.body, "title"),
+            roots,
+        })
+    }
+
+    async fn collections(&self, url: &Url) -> Result<Vec<CollectionInfo>, ClientError> {
+        let fetched = self.get(url, &[]).await?;
+        let listed = match fetched.body.get("collections") {
+            None => return Ok(Vec::new()),
+            Some(Value::Array(items)) => items.clone(),
+            Some(_) => {
+                return Err(ClientError::Malformed {
+                    url: url.to_string(),
+                    reason: "collections is not a list".into(),
+                });
+            }
+        };
+        Ok(listed
+            .iter()
+            .map(|c| CollectionInfo {
+                id: c
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                title: c
+                    .get("title")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                can_read: c.get("can_read").and_then(Value::as_bool).unwrap_or(false),
+                can_write: c.get("can_write").and_then(Value::as_bool).unwrap_or(false),
+            })
+            .collect())
     }
 
     /// Checks that `collection` exists under `api_root` and can be read.

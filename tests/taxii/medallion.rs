@@ -34,7 +34,8 @@ pub fn date_added(n: usize) -> String {
 
 /// The medallion data file: one API root with a readable collection of
 /// `objects` and a collection nobody may read.
-pub fn medallion_data(objects: &[Value]) -> Value {
+pub fn medallion_data(port: u16, objects: &[Value]) -> Value {
+    let root = format!("http://127.0.0.1:{port}/api1/");
     let manifest: Vec<Value> = objects
         .iter()
         .enumerate()
@@ -49,8 +50,7 @@ pub fn medallion_data(objects: &[Value]) -> Value {
             "objects": objects, "manifest": manifest})
     };
     json!({
-        "/discovery": {"title": "test", "default": "http://127.0.0.1/api1/",
-            "api_roots": ["http://127.0.0.1/api1/"]},
+        "/discovery": {"title": "test", "default": root, "api_roots": [root]},
         "api1": {
             "information": {"title": "api1", "versions": ["application/taxii+json;version=2.1"],
                 "max_content_length": 1_000_000},
@@ -68,7 +68,7 @@ pub fn medallion_data(objects: &[Value]) -> Value {
 pub fn start_medallion(dir: &Path, port: u16, objects: &[Value]) -> (Running, String) {
     require_python_modules(&["medallion"]);
     let data = dir.join("data.json");
-    std::fs::write(&data, medallion_data(objects).to_string()).expect("data file");
+    std::fs::write(&data, medallion_data(port, objects).to_string()).expect("data file");
     let config = dir.join("config.json");
     let settings = json!({
         "backend": {"module": "medallion.backends.memory_backend",
