@@ -7,7 +7,7 @@
 //! *caught up* once it has read every partition up to the high watermark
 //! seen at start; the worker matches no event before that.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,6 +32,8 @@ use crate::telemetry::Metrics;
 /// Most messages applied in one snapshot while catching up, and after.
 const CATCH_UP_BATCH: usize = 50_000;
 const LIVE_BATCH: usize = 5_000;
+/// Most message bytes held for one batch (kept for dead letters).
+const MAX_BATCH_BYTES: usize = 64 << 20;
 /// Longest a read change waits before it is published.
 const LIVE_DELAY: Duration = Duration::from_millis(200);
 /// How often indicators past their `valid_until` are dropped.
@@ -79,7 +81,10 @@ pub fn start(
         .set("group.id", format!("{}-indicators-unused", config.group))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false");
+        // End-of-partition events tell when a partition is read to its
+        // end even where the last offsets hold no message (compacted
+        // away, or transaction markers).
+        .set("enable.partition.eof", "true");
     for (key, value) in &config.properties {
         client.set(key, value);
     }
@@ -149,6 +154,7 @@ impl Reader {
             }
         };
         let mut positions: HashMap<i32, i64> = HashMap::new();
+        let mut at_end: HashSet<i32> = HashSet::new();
         let mut ready = false;
         let mut last_expiry = Instant::now();
 
@@ -159,16 +165,24 @@ impl Reader {
                 (CATCH_UP_BATCH, Duration::from_secs(2))
             };
             let mut kept = Vec::new();
+            let mut kept_bytes = 0;
             let mut pending = Vec::new();
             let batch_started = Instant::now();
-            while pending.len() < limit && batch_started.elapsed() < delay {
+            while pending.len() < limit
+                && kept_bytes < MAX_BATCH_BYTES
+                && batch_started.elapsed() < delay
+            {
                 let Some(result) = self.consumer.poll(Duration::from_millis(100)) else {
                     break;
                 };
                 match result {
                     Ok(message) => {
                         positions.insert(message.partition(), message.offset() + 1);
+                        kept_bytes += message.payload_len();
                         self.read(&message, &mut kept, &mut pending);
+                    }
+                    Err(KafkaError::PartitionEOF(partition)) => {
+                        at_end.insert(partition);
                     }
                     Err(e) => {
                         tracing::warn!(topic = %self.topic, error = %e, "indicator read failed")
@@ -181,7 +195,8 @@ impl Reader {
 
             if !ready {
                 let caught_up = targets.iter().all(|(partition, high)| {
-                    positions.get(partition).copied().unwrap_or(0) >= *high
+                    at_end.contains(partition)
+                        || positions.get(partition).copied().unwrap_or(0) >= *high
                 });
                 if caught_up {
                     ready = true;
