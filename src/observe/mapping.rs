@@ -526,8 +526,10 @@ impl Mapping {
         })?;
         let time = read_time(fields, kind)?;
 
-        let mut built: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
-        let mut pending_refs: Vec<(String, String, String)> = Vec::new();
+        // A kind builds a few dozen objects at most: vectors searched in
+        // order beat maps here.
+        let mut built: Vec<(Cow<'_, str>, Map<String, Value>)> = Vec::new();
+        let mut pending_refs: Vec<(&str, &str, &str)> = Vec::new();
         for rule in &kind.objects {
             if !rule.requires.iter().all(|f| f.get(fields).is_some()) {
                 continue;
@@ -535,9 +537,7 @@ impl Mapping {
             let mut object = Map::new();
             for (name, property) in &rule.properties {
                 match property {
-                    Property::Ref(target) => {
-                        pending_refs.push((rule.key.clone(), name.clone(), target.clone()))
-                    }
+                    Property::Ref(target) => pending_refs.push((&rule.key, name, target)),
                     _ => {
                         if let Some(value) = evaluate(property, fields, kind.time_format) {
                             object.insert(name.clone(), value);
@@ -558,17 +558,21 @@ impl Mapping {
                 other => other,
             };
             object.insert("type".into(), Value::String(object_type.to_string()));
-            built.insert(rule.key.clone(), object);
+            match built.iter_mut().find(|(key, _)| *key == rule.key.as_str()) {
+                Some(slot) => slot.1 = object,
+                None => built.push((Cow::Borrowed(&rule.key), object)),
+            }
         }
         // One object per list element, unless an object of the same type and
         // value is already there.
         for rule in &kind.each {
             for (key, object) in each_objects(rule, fields) {
-                let same = |o: &Map<String, Value>| {
+                let same = |(_, o): &(Cow<'_, str>, Map<String, Value>)| {
                     o.get("type") == object.get("type") && o.get("value") == object.get("value")
                 };
-                if !built.values().any(same) {
-                    built.insert(key, object);
+                if !built.iter().any(same) {
+                    built.retain(|(k, _)| *k != key.as_str());
+                    built.push((Cow::Owned(key), object));
                 }
             }
         }
@@ -576,13 +580,14 @@ impl Mapping {
         // left with nothing but their type are dropped.
         let holds = |o: &Map<String, Value>| o.len() > 1;
         for (from, property, target) in pending_refs {
-            if built.get(&target).is_some_and(holds) {
-                if let Some(object) = built.get_mut(&from) {
-                    object.insert(property, Value::String(target));
+            let target_holds = built.iter().any(|(key, o)| *key == target && holds(o));
+            if target_holds {
+                if let Some((_, object)) = built.iter_mut().find(|(key, _)| *key == from) {
+                    object.insert(property.to_string(), Value::String(target.to_string()));
                 }
             }
         }
-        built.retain(|_, o| holds(o));
+        built.retain(|(_, o)| holds(o));
         if built.is_empty() {
             return Err(EventError::Empty {
                 kind: kind.name.clone(),
@@ -590,8 +595,7 @@ impl Mapping {
         }
         let objects = built
             .into_iter()
-            .map(|(k, v)| (k, Value::Object(v)))
-            .collect();
+            .map(|(k, v)| (k.into_owned(), Value::Object(v)));
         Ok((Observation::single(time, objects), &kind.label))
     }
 }

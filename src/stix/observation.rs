@@ -9,7 +9,7 @@
 //! by the reference that `_ref` properties use, so that references resolve
 //! the same way in both styles.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -96,7 +96,10 @@ pub enum ObservationError {
 
 impl Observation {
     /// An observation of one event at `time` holding `objects`.
-    pub fn single(time: Timestamp, objects: BTreeMap<String, Value>) -> Observation {
+    pub fn single(
+        time: Timestamp,
+        objects: impl IntoIterator<Item = (String, Value)>,
+    ) -> Observation {
         Observation {
             id: None,
             first_observed: time,
