@@ -206,6 +206,9 @@ pub struct Overrides {
     pub aggregate_window_seconds: Option<u32>,
 }
 
+/// Largest `max_in_flight` accepted.
+pub const MAX_IN_FLIGHT: usize = 1_000_000;
+
 /// The formats an event topic may name.
 pub const FORMATS: [&str; 6] = ["auto", "stix", "ecs", "ocsf", "zeek", "suricata"];
 

@@ -22,7 +22,7 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 use serde_json::Value;
 
 use super::kafka::{WorkerContext, client_config};
-use super::output::{DeadLetter, Origin, Outgoing, Producer};
+use super::output::{DeadLetter, Origin, Outgoing, Producer, capped};
 use crate::config::WorkerConfig;
 use crate::matcher::{Catalog, IndicatorError, Snapshot, Update};
 use crate::stix::indicator::{IndicatorUpdate, document_objects, read_indicator};
@@ -75,19 +75,17 @@ pub fn start(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Feed> {
     let mut client = client_config(config, "indicators");
-    // No consumer group: every worker reads every partition, and commits
-    // nothing (it always starts from the beginning).
+    // The raw properties come first here: what follows is not theirs to
+    // change. No consumer group: every worker reads every partition from
+    // the beginning and commits nothing. End-of-partition events tell
+    // when a partition is read to its end even where the last offsets
+    // hold no message (compacted away, or transaction markers).
     client
         .set("group.id", format!("{}-indicators-unused", config.group))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        // End-of-partition events tell when a partition is read to its
-        // end even where the last offsets hold no message (compacted
-        // away, or transaction markers).
+        .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "true");
-    for (key, value) in &config.properties {
-        client.set(key, value);
-    }
     let consumer: BaseConsumer<WorkerContext> = client.create_with_context(context)?;
 
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::empty()));
@@ -107,7 +105,16 @@ pub fn start(
     };
     let thread = std::thread::Builder::new()
         .name("indicator-feed".into())
-        .spawn(move || reader.run())?;
+        .spawn(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.run()));
+            if outcome.is_err() {
+                // The worker watches this state and stops: matching on a
+                // snapshot nobody updates any more would be wrong.
+                reader
+                    .state
+                    .send_replace(FeedState::Failed("indicator feed panicked".into()));
+            }
+        })?;
     Ok(Feed {
         snapshot,
         stop,
@@ -140,6 +147,8 @@ struct Kept {
     key: Option<Vec<u8>>,
     payload: Vec<u8>,
     origin: Origin,
+    /// What was refused in it: (reason label, reason).
+    refused: Vec<(&'static str, String)>,
 }
 
 impl Reader {
@@ -190,8 +199,9 @@ impl Reader {
                 }
             }
             if !pending.is_empty() {
-                self.apply(pending, &kept);
+                self.apply(pending, &mut kept);
             }
+            self.send_refused(&kept);
 
             if !ready {
                 let caught_up = targets.iter().all(|(partition, high)| {
@@ -294,15 +304,19 @@ impl Reader {
                     update: Update::Remove(Arc::from(id)),
                     message: usize::MAX,
                 }),
-                _ => self.dead_letter(
-                    &Kept {
+                _ => {
+                    let reason = "tombstone without a UTF-8 key naming the indicator";
+                    self.metrics
+                        .indicators_rejected
+                        .with_label_values(&["invalid_object"])
+                        .inc();
+                    self.dead_letter(&Kept {
                         key,
                         payload: Vec::new(),
                         origin,
-                    },
-                    "invalid_object",
-                    "tombstone without a UTF-8 key naming the indicator".into(),
-                ),
+                        refused: vec![("invalid_object", reason.into())],
+                    });
+                }
             }
             return;
         };
@@ -311,12 +325,13 @@ impl Reader {
             key,
             payload: payload.to_vec(),
             origin,
+            refused: Vec::new(),
         });
         let document: Value = match serde_json::from_slice(payload) {
             Ok(document) => document,
             Err(e) => {
                 let reason = format!("invalid JSON: {e}");
-                return self.reject(&kept[index], "invalid_json", reason);
+                return self.reject(&mut kept[index], "invalid_json", reason);
             }
         };
         for object in document_objects(&document) {
@@ -337,13 +352,13 @@ impl Reader {
                         .with_label_values(&["unsupported_pattern_type"])
                         .inc();
                 }
-                Some(Err(e)) => self.reject(&kept[index], "invalid_object", e.to_string()),
+                Some(Err(e)) => self.reject(&mut kept[index], "invalid_object", e.to_string()),
             }
         }
     }
 
     /// Applies a batch and publishes the snapshot.
-    fn apply(&mut self, pending: Vec<Pending>, kept: &[Kept]) {
+    fn apply(&mut self, pending: Vec<Pending>, kept: &mut [Kept]) {
         let started = Instant::now();
         let origins: Vec<usize> = pending.iter().map(|p| p.message).collect();
         let (results, published) = self.catalog.apply(pending.into_iter().map(|p| p.update));
@@ -355,7 +370,7 @@ impl Reader {
                         IndicatorError::InvalidPattern { .. } => "invalid_pattern",
                         IndicatorError::Compile(_) => "invalid_object",
                     };
-                    match kept.get(message) {
+                    match kept.get_mut(message) {
                         Some(original) => self.reject(original, kind, e.to_string()),
                         None => tracing::warn!(error = %e, "indicator refused"),
                     }
@@ -405,21 +420,35 @@ impl Reader {
         }
     }
 
-    /// Counts a refused indicator message and sends it to the dead-letter
-    /// topic.
-    fn reject(&self, original: &Kept, kind: &'static str, reason: String) {
+    /// Counts a refused indicator (or message) and notes it on its
+    /// message, which goes to the dead-letter topic once per batch.
+    fn reject(&self, original: &mut Kept, kind: &'static str, reason: String) {
         self.metrics
             .indicators_rejected
             .with_label_values(&[kind])
             .inc();
-        self.dead_letter(original, kind, reason);
+        original.refused.push((kind, reason));
     }
 
-    fn dead_letter(&self, original: &Kept, kind: &'static str, reason: String) {
+    /// Sends one dead letter for each message with something refused.
+    fn send_refused(&self, kept: &[Kept]) {
+        for original in kept.iter().filter(|k| !k.refused.is_empty()) {
+            self.dead_letter(original);
+        }
+    }
+
+    fn dead_letter(&self, original: &Kept) {
+        let kind = original
+            .refused
+            .first()
+            .map_or("invalid_object", |(kind, _)| kind);
+        let reasons: Vec<&str> = original.refused.iter().map(|(_, r)| r.as_str()).collect();
+        let reason = capped(reasons.join("; "));
         tracing::warn!(
             topic = %original.origin.topic,
             partition = original.origin.partition,
             offset = original.origin.offset,
+            refused = original.refused.len(),
             reason = %reason,
             "indicator message refused"
         );
@@ -432,10 +461,11 @@ impl Reader {
                 reason,
                 origin: original.origin.clone(),
             }),
+            is_sighting: false,
         };
         // The indicator topic is re-read from the start on every restart,
         // so a lost dead letter comes again; no need to wait for the ack.
-        match letter.enqueue_blocking(&self.producer) {
+        match letter.enqueue_blocking(&self.producer, &self.stop) {
             Ok(_) => self
                 .metrics
                 .dead_letters

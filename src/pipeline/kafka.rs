@@ -106,7 +106,9 @@ impl ConsumerContext for WorkerContext {
         };
         // Offsets stored so far belong to sightings already acknowledged:
         // commit them before another worker takes the partitions over.
-        if partitions.count() > 0 {
+        // After a lost assignment (session timeout) the commit would be
+        // refused: the partitions already belong to another member.
+        if partitions.count() > 0 && !consumer.assignment_lost() {
             match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) => {}
                 Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}

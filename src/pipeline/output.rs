@@ -3,6 +3,7 @@
 //! and origin in headers), through one idempotent producer.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -51,6 +52,8 @@ pub struct Outgoing {
     pub payload: Vec<u8>,
     /// Dead-letter headers, if this is one.
     pub dead_letter: Option<DeadLetter>,
+    /// A STIX sighting (counted as such once written).
+    pub is_sighting: bool,
 }
 
 /// Why a message went to the dead-letter topic and where it came from.
@@ -100,13 +103,16 @@ impl DeadLetter {
 /// When librdkafka refuses the configuration.
 pub fn producer(config: &WorkerConfig, context: WorkerContext) -> Result<Producer, KafkaError> {
     let mut client = client_config(config, "producer");
-    client
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5");
-    // The raw properties win over the defaults above.
-    for (key, value) in &config.properties {
-        client.set(key, value);
+    // librdkafka retries in order until the broker takes a message,
+    // however long an outage lasts (a raw `message.timeout.ms` may set a
+    // limit; the worker then sends again itself). Idempotence is not the
+    // raw properties' to change: without it, retries could reorder.
+    for (key, value) in [("linger.ms", "5"), ("message.timeout.ms", "0")] {
+        if !config.properties.contains_key(key) {
+            client.set(key, value);
+        }
     }
+    client.set("enable.idempotence", "true");
     client.create_with_context(context)
 }
 
@@ -134,11 +140,19 @@ impl Outgoing {
     /// # Errors
     ///
     /// As [`Outgoing::enqueue`].
-    pub fn enqueue_blocking(&self, producer: &Producer) -> Result<DeliveryFuture, KafkaError> {
+    /// Gives up with [`KafkaError::Canceled`] once `stop` is set.
+    pub fn enqueue_blocking(
+        &self,
+        producer: &Producer,
+        stop: &AtomicBool,
+    ) -> Result<DeliveryFuture, KafkaError> {
         loop {
             match producer.send_result(self.record()) {
                 Ok(delivery) => return Ok(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    if stop.load(Ordering::Acquire) {
+                        return Err(KafkaError::Canceled);
+                    }
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Err((e, _)) => return Err(e),
@@ -156,4 +170,22 @@ impl Outgoing {
         }
         record
     }
+}
+
+/// Longest reason text put in a dead-letter header.
+const MAX_REASON_BYTES: usize = 4096;
+
+/// `reason`, cut at [`MAX_REASON_BYTES`] (on a character boundary) so
+/// that many errors on one message cannot make its dead letter too large
+/// for the broker.
+pub fn capped(mut reason: String) -> String {
+    if reason.len() > MAX_REASON_BYTES {
+        let mut end = MAX_REASON_BYTES;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push_str(" (cut)");
+    }
+    reason
 }

@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 
 use super::indicators::{self, FeedState};
 use super::kafka::{PartitionKey, WorkerContext, client_config};
-use super::output::{self, DeadLetter, Origin, Outgoing, Producer};
+use super::output::{self, DeadLetter, Origin, Outgoing, Producer, capped};
 use super::{Pipeline, PipelineConfig};
 use crate::config::WorkerConfig;
 use crate::matcher::Snapshot;
@@ -54,6 +54,33 @@ struct Shared {
     snapshot: Arc<ArcSwap<Snapshot>>,
     sightings_topic: Arc<str>,
     dead_letter_topic: Arc<str>,
+    /// Set once when the worker cannot go on without losing data.
+    fault: tokio::sync::watch::Sender<Option<String>>,
+}
+
+impl Shared {
+    /// Stops the worker with `reason`: nothing after this point stores an
+    /// offset that a lost message would have needed, so a restart reads
+    /// again from the last commit.
+    fn fail(&self, reason: String) {
+        tracing::error!(reason = %reason, "worker stopping on a fault");
+        self.fault.send_if_modified(|fault| {
+            if fault.is_none() {
+                *fault = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// Why the dispatcher stopped.
+enum Stop {
+    /// SIGTERM or Ctrl-C.
+    Signal,
+    /// A fault: the worker exits with an error.
+    Fault(String),
 }
 
 /// One consumed event message, holding its in-flight permit.
@@ -69,8 +96,7 @@ struct Envelope {
 struct Inflight {
     origin: Origin,
     received: Instant,
-    deliveries: Vec<(Outgoing, DeliveryFuture)>,
-    sightings: u64,
+    deliveries: Vec<(Outgoing, Option<DeliveryFuture>)>,
     permit: OwnedSemaphorePermit,
 }
 
@@ -107,12 +133,12 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
         Arc::clone(&metrics),
     )?;
 
-    let mut stop = std::pin::pin!(shutdown_signal());
+    let mut signal = std::pin::pin!(shutdown_signal());
     let loaded = tokio::select! {
         state = feed.state.wait_for(|s| *s != FeedState::Loading) => {
             state.map(|s| s.clone()).unwrap_or(FeedState::Failed("indicator feed ended".into()))
         }
-        () = &mut stop => FeedState::Loading,
+        () = &mut signal => FeedState::Loading,
     };
     match loaded {
         FeedState::Ready => {}
@@ -141,6 +167,23 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
         snapshot: Arc::clone(&feed.snapshot),
         sightings_topic: Arc::from(config.sightings_topic.as_str()),
         dead_letter_topic: Arc::from(config.dead_letter_topic.as_str()),
+        fault: tokio::sync::watch::Sender::new(None),
+    });
+    let mut faults = shared.fault.subscribe();
+    let mut feed_state = feed.state.clone();
+    let mut stop = std::pin::pin!(async move {
+        tokio::select! {
+            () = signal => Stop::Signal,
+            fault = faults.wait_for(Option::is_some) => Stop::Fault(
+                fault.ok().and_then(|f| f.clone()).unwrap_or_default()
+            ),
+            state = feed_state.wait_for(|s| matches!(s, FeedState::Failed(_))) => Stop::Fault(
+                match state.as_deref() {
+                    Ok(FeedState::Failed(reason)) => reason.clone(),
+                    _ => "indicator feed ended".into(),
+                }
+            ),
+        }
     });
     let pipeline_config = PipelineConfig {
         sensor_name: config.sensor_name.clone(),
@@ -157,7 +200,7 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
         tasks: HashMap::new(),
         draining: Vec::new(),
     };
-    dispatcher.run(&mut stop).await;
+    let stopped = dispatcher.run(&mut stop).await;
 
     tracing::info!("shutting down: finishing in-flight messages");
     dispatcher.drain().await;
@@ -169,6 +212,9 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "producer flush failed at shutdown");
     }
     stop_feed(feed).await;
+    if let Stop::Fault(reason) = stopped {
+        bail!("{reason}");
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -199,7 +245,13 @@ async fn shutdown_signal() {
 async fn stop_feed(feed: indicators::Feed) {
     feed.stop.store(true, std::sync::atomic::Ordering::Release);
     let thread = feed.thread;
-    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    let joined = tokio::task::spawn_blocking(move || thread.join());
+    if tokio::time::timeout(Duration::from_secs(10), joined)
+        .await
+        .is_err()
+    {
+        tracing::warn!("indicator feed did not stop within 10 s");
+    }
 }
 
 /// The decoder of each event topic, built once so that a bad mapping file
@@ -220,18 +272,23 @@ fn event_consumer(
     context: WorkerContext,
 ) -> Result<EventConsumer, KafkaError> {
     let mut client = client_config(config, "events");
+    // Defaults the raw properties (applied by `client_config`) may not
+    // have set; then what at-least-once depends on, which they may not
+    // change: offsets are stored by hand once outputs are acknowledged.
+    for (key, value) in [
+        ("partition.assignment.strategy", "cooperative-sticky"),
+        ("auto.commit.interval.ms", "1000"),
+        ("auto.offset.reset", "earliest"),
+        ("statistics.interval.ms", "5000"),
+    ] {
+        if !config.properties.contains_key(key) {
+            client.set(key, value);
+        }
+    }
     client
         .set("group.id", &config.group)
-        .set("partition.assignment.strategy", "cooperative-sticky")
         .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
-        // Offsets are stored by hand, once the outputs are acknowledged.
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("statistics.interval.ms", "5000");
-    for (key, value) in &config.properties {
-        client.set(key, value);
-    }
+        .set("enable.auto.offset.store", "false");
     client.create_with_context(context)
 }
 
@@ -247,24 +304,23 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    async fn run(&mut self, stop: &mut std::pin::Pin<&mut impl Future<Output = ()>>) {
+    async fn run(&mut self, stop: &mut std::pin::Pin<&mut impl Future<Output = Stop>>) -> Stop {
         loop {
-            for key in self.context.take_revoked() {
-                if let Some(task) = self.tasks.remove(&key) {
-                    self.draining.push(task.handle);
-                }
-            }
             self.draining.retain(|handle| !handle.is_finished());
-
             let permit = tokio::select! {
                 permit = Arc::clone(&self.in_flight).acquire_owned() => permit,
-                () = stop.as_mut() => return,
+                stopped = stop.as_mut() => return stopped,
             };
-            let Ok(permit) = permit else { return };
+            let Ok(permit) = permit else {
+                return Stop::Fault("in-flight limit closed".into());
+            };
             let message = tokio::select! {
                 message = self.shared.consumer.recv() => message.map(|m| m.detach()),
-                () = stop.as_mut() => return,
+                stopped = stop.as_mut() => return stopped,
             };
+            // A rebalance runs inside `recv`: retire the tasks of revoked
+            // partitions before this message picks its task.
+            self.retire_revoked();
             let message = match message {
                 Ok(message) => message,
                 Err(e) => {
@@ -290,7 +346,18 @@ impl Dispatcher {
                 received: Instant::now(),
                 permit,
             };
-            self.dispatch(envelope).await;
+            tokio::select! {
+                () = self.dispatch(envelope) => {}
+                stopped = stop.as_mut() => return stopped,
+            }
+        }
+    }
+
+    fn retire_revoked(&mut self) {
+        for key in self.context.take_revoked() {
+            if let Some(task) = self.tasks.remove(&key) {
+                self.draining.push(task.handle);
+            }
         }
     }
 
@@ -318,7 +385,13 @@ impl Dispatcher {
             }
         };
         if task.sender.send(envelope).await.is_err() {
-            tracing::warn!(topic = %key.0, partition = key.1, "partition task ended early");
+            // The task ended without being closed: its queued messages were
+            // never acknowledged, so their offsets must not be passed.
+            self.shared.metrics.in_flight.dec();
+            self.shared.fail(format!(
+                "the task of {} partition {} ended unexpectedly",
+                key.0, key.1
+            ));
         }
     }
 
@@ -364,7 +437,7 @@ async fn partition_task(
         })
         .await;
         let Ok((returned, envelopes, processed)) = done else {
-            tracing::error!("matching task panicked; the partition's messages will be read again");
+            shared.fail("matching panicked; the partition's messages will be read again".into());
             break;
         };
         pipeline = returned;
@@ -376,19 +449,20 @@ async fn partition_task(
 
         let started = Instant::now();
         let mut inflight = Vec::with_capacity(envelopes.len());
-        for (envelope, (outgoing, sightings)) in envelopes.into_iter().zip(processed) {
+        for (envelope, outgoing) in envelopes.into_iter().zip(processed) {
             let mut deliveries = Vec::with_capacity(outgoing.len());
             for message in outgoing {
                 match message.enqueue(&shared.producer).await {
-                    Ok(delivery) => deliveries.push((message, delivery)),
-                    Err(e) => lost(&message, &e),
+                    Ok(delivery) => deliveries.push((message, Some(delivery))),
+                    Err(e) if is_too_large(&e) => lost(&message, &e),
+                    // Queued later by the acknowledgement task's retries.
+                    Err(_) => deliveries.push((message, None)),
                 }
             }
             inflight.push(Inflight {
                 origin: envelope.origin,
                 received: envelope.received,
                 deliveries,
-                sightings,
                 permit: envelope.permit,
             });
         }
@@ -406,14 +480,13 @@ async fn partition_task(
     let _ = acks.await;
 }
 
-/// Decodes and matches a batch; returns per message what to produce and
-/// how many sightings that is.
+/// Decodes and matches a batch; returns per message what to produce.
 fn process_batch(
     shared: &Shared,
     pipeline: &mut Pipeline,
     snapshot: &Snapshot,
     envelopes: &[Envelope],
-) -> Vec<(Vec<Outgoing>, u64)> {
+) -> Vec<Vec<Outgoing>> {
     let metrics = &shared.metrics;
     let before = pipeline.stats().clone();
     let windows_before = pipeline.stream().stats();
@@ -422,10 +495,9 @@ fn process_batch(
 
     for envelope in envelopes {
         let mut outgoing = Vec::new();
-        let mut sightings = 0;
         let Some(payload) = &envelope.payload else {
             // An empty event (a tombstone on an event topic): nothing to do.
-            results.push((outgoing, sightings));
+            results.push(outgoing);
             continue;
         };
         let text = match std::str::from_utf8(payload) {
@@ -441,7 +513,7 @@ fn process_batch(
                     "not_utf8",
                     format!("not UTF-8: {e}"),
                 ));
-                results.push((outgoing, sightings));
+                results.push(outgoing);
                 continue;
             }
         };
@@ -452,9 +524,7 @@ fn process_batch(
                 .get("id")
                 .and_then(|v| v.as_str())
                 .unwrap_or_default();
-            if object.get("type").and_then(|v| v.as_str()) == Some("sighting") {
-                sightings += 1;
-            }
+            let is_sighting = object.get("type").and_then(|v| v.as_str()) == Some("sighting");
             let key = id.as_bytes().to_vec();
             match serde_json::to_vec(&object) {
                 Ok(payload) => outgoing.push(Outgoing {
@@ -462,6 +532,7 @@ fn process_batch(
                     key: Some(key),
                     payload,
                     dead_letter: None,
+                    is_sighting,
                 }),
                 Err(e) => tracing::error!(id, error = %e, "object could not be serialised"),
             }
@@ -480,7 +551,7 @@ fn process_batch(
                 .join("; ");
             outgoing.push(dead_letter(shared, envelope, reason_label(first), reason));
         }
-        results.push((outgoing, sightings));
+        results.push(outgoing);
     }
 
     let after = pipeline.stats();
@@ -517,9 +588,10 @@ fn dead_letter(
         payload: envelope.payload.clone().unwrap_or_default(),
         dead_letter: Some(DeadLetter {
             kind,
-            reason,
+            reason: capped(reason),
             origin: envelope.origin.clone(),
         }),
+        is_sighting: false,
     }
 }
 
@@ -545,21 +617,29 @@ async fn ack_task(shared: Arc<Shared>, mut receiver: mpsc::Receiver<Vec<Inflight
         let mut finished = Vec::with_capacity(batch.len());
         for message in batch {
             let mut objects = 0u64;
+            let mut sightings = 0u64;
             for (outgoing, delivery) in message.deliveries {
-                if deliver(&shared, &outgoing, delivery).await {
-                    if outgoing.dead_letter.is_some() {
-                        shared
-                            .metrics
-                            .dead_letters
-                            .with_label_values(&["events"])
-                            .inc();
-                    } else {
+                match deliver(&shared, &outgoing, delivery).await {
+                    Delivered::Written if outgoing.dead_letter.is_some() => shared
+                        .metrics
+                        .dead_letters
+                        .with_label_values(&["events"])
+                        .inc(),
+                    Delivered::Written => {
                         objects += 1;
+                        sightings += u64::from(outgoing.is_sighting);
+                    }
+                    Delivered::Lost => {}
+                    Delivered::Fault(reason) => {
+                        // No offset of this partition moves past the
+                        // message: a restart reads it again.
+                        shared.fail(reason);
+                        return;
                     }
                 }
             }
             shared.metrics.objects_produced.inc_by(objects);
-            shared.metrics.sightings_produced.inc_by(message.sightings);
+            shared.metrics.sightings_produced.inc_by(sightings);
             last = Some(message.origin);
             finished.push((message.received, message.permit));
         }
@@ -590,68 +670,74 @@ async fn ack_task(shared: Arc<Shared>, mut receiver: mpsc::Receiver<Vec<Inflight
     }
 }
 
-/// Waits for one delivery, sending the message again after a failure
-/// until the broker takes it. Returns false when it is lost for good (the
-/// broker refuses it permanently, or the producer is gone).
-async fn deliver(shared: &Shared, outgoing: &Outgoing, mut delivery: DeliveryFuture) -> bool {
+/// How one output ended.
+enum Delivered {
+    /// The broker acknowledged it.
+    Written,
+    /// The broker can never take it (too large); logged, not retried.
+    Lost,
+    /// The producer cannot go on (fatal or authorization error).
+    Fault(String),
+}
+
+/// Waits for one delivery (or queues the message first), sending it again
+/// after each failure that a retry can fix.
+async fn deliver(
+    shared: &Shared,
+    outgoing: &Outgoing,
+    mut delivery: Option<DeliveryFuture>,
+) -> Delivered {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let error = match delivery.await {
-            Ok(Ok(_)) => return true,
-            Ok(Err((error, _))) => error,
-            Err(_) => {
-                tracing::error!(topic = %outgoing.topic, "producer closed before delivery");
-                return false;
-            }
+        let error = match delivery.take() {
+            Some(pending) => match pending.await {
+                Ok(Ok(_)) => return Delivered::Written,
+                Ok(Err((error, _))) => error,
+                Err(_) => return Delivered::Fault("the producer closed before a delivery".into()),
+            },
+            None => match outgoing.enqueue(&shared.producer).await {
+                Ok(pending) => {
+                    delivery = Some(pending);
+                    continue;
+                }
+                Err(error) => error,
+            },
         };
-        if is_permanent(&error) {
+        if is_too_large(&error) {
             lost(outgoing, &error);
-            return false;
+            return Delivered::Lost;
+        }
+        if is_fatal(&error) {
+            return Delivered::Fault(format!("topic {}: {error}", outgoing.topic));
         }
         shared.metrics.produce_retries.inc();
         tracing::warn!(topic = %outgoing.topic, error = %error, "delivery failed; sending again");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
-        delivery = match outgoing.enqueue(&shared.producer).await {
-            Ok(delivery) => delivery,
-            Err(e) if !is_permanent(&e) => {
-                shared.metrics.produce_retries.inc();
-                continue_after(&e);
-                tokio::time::sleep(backoff).await;
-                match outgoing.enqueue(&shared.producer).await {
-                    Ok(delivery) => delivery,
-                    Err(e) => {
-                        lost(outgoing, &e);
-                        return false;
-                    }
-                }
-            }
-            Err(e) => {
-                lost(outgoing, &e);
-                return false;
-            }
-        };
     }
 }
 
-fn continue_after(error: &KafkaError) {
-    tracing::warn!(error = %error, "message could not be queued; trying again");
+/// Errors that make one message impossible to write.
+fn is_too_large(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize
+        )
+    )
 }
 
-/// Errors that no retry can fix.
-fn is_permanent(error: &KafkaError) -> bool {
-    let code = match error {
-        KafkaError::MessageProduction(code) => *code,
-        _ => return false,
-    };
+/// Errors after which the producer cannot write anything.
+fn is_fatal(error: &KafkaError) -> bool {
     matches!(
-        code,
-        RDKafkaErrorCode::MessageSizeTooLarge
-            | RDKafkaErrorCode::InvalidMessageSize
-            | RDKafkaErrorCode::InvalidMessage
-            | RDKafkaErrorCode::TopicAuthorizationFailed
-            | RDKafkaErrorCode::InvalidTopic
-            | RDKafkaErrorCode::Fatal
+        error,
+        KafkaError::MessageProduction(
+            RDKafkaErrorCode::Fatal
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::InvalidTopic
+                | RDKafkaErrorCode::InvalidMessage
+        )
     )
 }
 
