@@ -11,6 +11,7 @@
 pub mod indicators;
 pub mod kafka;
 pub mod output;
+mod partition;
 pub mod worker;
 
 use std::collections::BTreeMap;
