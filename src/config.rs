@@ -433,6 +433,16 @@ mod tests {
     }
 
     #[test]
+    fn deployment_config_parses_and_resolves() {
+        let text = include_str!("../deploy/sightline.toml");
+        let config = parse(text)
+            .and_then(|c| c.resolve(&Overrides::default()))
+            .unwrap();
+        assert_eq!(config.brokers, "kafka:9092");
+        assert_eq!(config.metrics_addr.port(), 9464);
+    }
+
+    #[test]
     fn unknown_key_is_refused_with_its_name() {
         let e = parse("[kafka]\nbrokers = \"b:9092\"\nbrokerz = \"x\"\n").unwrap_err();
         let message = e.to_string();
