@@ -17,12 +17,12 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not valid TOML, or has an unknown or mistyped key.
     #[error("config {path}: {message}")]
@@ -268,9 +268,9 @@ impl RunConfig {
     /// [`ConfigError::Read`] or [`ConfigError::Parse`] (unknown keys are
     /// refused, with their position).
     pub fn from_file(path: &Path) -> Result<RunConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         RunConfig::from_toml(path, &text)
     }

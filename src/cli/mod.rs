@@ -49,7 +49,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", error_chain(&e));
+            eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
     }
@@ -71,21 +71,4 @@ pub fn decoder(format: &str, mapping: Option<&Path>) -> anyhow::Result<Decoder> 
         None => None,
     };
     Ok(Decoder::for_format(format, user)?)
-}
-
-/// An error and its causes on one line, leaving out a cause whose text
-/// the message before it already carries.
-fn error_chain(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let part = cause.to_string();
-        if text.contains(&part) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&part);
-    }
-    text
 }

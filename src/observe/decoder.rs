@@ -47,10 +47,10 @@ pub enum DecodeError {
     #[error("invalid JSON: {0}")]
     Json(String),
     /// A STIX observed-data that is not valid.
-    #[error("{0}")]
+    #[error(transparent)]
     Stix(#[from] ObservationError),
     /// A log event its mapping cannot use.
-    #[error("{0}")]
+    #[error(transparent)]
     Event(#[from] EventError),
     /// `auto` found no format for the document.
     #[error("no known format (tried STIX and {0})")]

@@ -19,9 +19,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use prometheus::IntCounter;
 use rdkafka::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::Producer as _;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
@@ -143,6 +145,19 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
         decoders,
         pipeline_config,
         in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+        topics: config
+            .events
+            .iter()
+            .map(|e| {
+                let handle = TopicHandle {
+                    name: Arc::from(e.topic.as_str()),
+                    consumed: metrics
+                        .events_consumed
+                        .with_label_values(&[e.topic.as_str()]),
+                };
+                (e.topic.clone(), handle)
+            })
+            .collect(),
         tasks: HashMap::new(),
         draining: Vec::new(),
     };
@@ -245,6 +260,7 @@ struct Dispatcher {
     decoders: HashMap<String, Decoder>,
     pipeline_config: PipelineConfig,
     in_flight: Arc<Semaphore>,
+    topics: HashMap<String, TopicHandle>,
     tasks: HashMap<PartitionKey, PartitionTask>,
     draining: Vec<JoinHandle<()>>,
 }
@@ -260,35 +276,27 @@ impl Dispatcher {
             let Ok(permit) = permit else {
                 return Stop::Fault("in-flight limit closed".into());
             };
-            let message = tokio::select! {
-                message = self.shared.consumer.recv() => message.map(|m| m.detach()),
+            let read = tokio::select! {
+                message = self.shared.consumer.recv() => {
+                    message.map(|m| read_message(&self.topics, &self.shared.metrics, &m))
+                }
                 stopped = stop.as_mut() => return stopped,
             };
             // A rebalance runs inside `recv`: retire the tasks of revoked
             // partitions before this message picks its task.
             self.retire_revoked();
-            let message = match message {
-                Ok(message) => message,
+            let (origin, key, payload) = match read {
+                Ok(read) => read,
                 Err(e) => {
                     tracing::warn!(error = %e, "event consumer error");
                     continue;
                 }
             };
-            let topic = message.topic();
-            self.shared
-                .metrics
-                .events_consumed
-                .with_label_values(&[topic])
-                .inc();
             self.shared.metrics.in_flight.inc();
             let envelope = Envelope {
-                origin: Origin {
-                    topic: Arc::from(topic),
-                    partition: message.partition(),
-                    offset: message.offset(),
-                },
-                key: message.key().map(<[u8]>::to_vec),
-                payload: message.payload().map(<[u8]>::to_vec),
+                origin,
+                key,
+                payload,
                 received: Instant::now(),
                 permit,
             };
@@ -353,6 +361,43 @@ impl Dispatcher {
             );
         }
     }
+}
+
+/// An event topic's name and consumed-messages counter, looked up once.
+struct TopicHandle {
+    name: Arc<str>,
+    consumed: IntCounter,
+}
+
+/// Copies what the pipeline needs out of a consumed message, and counts it.
+fn read_message(
+    topics: &HashMap<String, TopicHandle>,
+    metrics: &Metrics,
+    message: &BorrowedMessage<'_>,
+) -> (Origin, Option<Vec<u8>>, Option<Vec<u8>>) {
+    let topic = match topics.get(message.topic()) {
+        Some(handle) => {
+            handle.consumed.inc();
+            Arc::clone(&handle.name)
+        }
+        None => {
+            metrics
+                .events_consumed
+                .with_label_values(&[message.topic()])
+                .inc();
+            Arc::from(message.topic())
+        }
+    };
+    let origin = Origin {
+        topic,
+        partition: message.partition(),
+        offset: message.offset(),
+    };
+    (
+        origin,
+        message.key().map(<[u8]>::to_vec),
+        message.payload().map(<[u8]>::to_vec),
+    )
 }
 
 async fn futures_join(handles: Vec<JoinHandle<()>>) {

@@ -20,20 +20,20 @@ pub const MAX_RECENT_KEYS: usize = 10_000;
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// An I/O error on the file or its temporary twin.
-    #[error("checkpoint {path}: {source}")]
+    #[error("checkpoint {path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: io::Error,
+        cause: io::Error,
     },
     /// The file is not a checkpoint.
-    #[error("checkpoint {path} is not valid: {source}")]
+    #[error("checkpoint {path} is not valid: {cause}")]
     Invalid {
         /// The file.
         path: PathBuf,
         /// The JSON error.
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
 }
 
@@ -65,16 +65,16 @@ impl Checkpoint {
         let text = match std::fs::read(path) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Checkpoint::default()),
-            Err(source) => {
+            Err(cause) => {
                 return Err(CheckpointError::Io {
                     path: path.to_path_buf(),
-                    source,
+                    cause,
                 });
             }
         };
-        serde_json::from_slice(&text).map_err(|source| CheckpointError::Invalid {
+        serde_json::from_slice(&text).map_err(|cause| CheckpointError::Invalid {
             path: path.to_path_buf(),
-            source,
+            cause,
         })
     }
 
@@ -99,9 +99,9 @@ impl Checkpoint {
     ///
     /// Fails when the file cannot be written or renamed.
     pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
-        let fail = |source| CheckpointError::Io {
+        let fail = |cause| CheckpointError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         };
         let mut temporary = path.as_os_str().to_owned();
         temporary.push(".tmp");
@@ -138,9 +138,9 @@ mod tests {
         checkpoint.save(&path)?;
         let again = Checkpoint::load(&path)?;
         assert_eq!(again.position("https://x/api", "c"), position);
-        std::fs::write(&path, "not json").map_err(|source| CheckpointError::Io {
+        std::fs::write(&path, "not json").map_err(|cause| CheckpointError::Io {
             path: path.clone(),
-            source,
+            cause,
         })?;
         assert!(matches!(
             Checkpoint::load(&path),

@@ -26,12 +26,12 @@ const BATCH_OBJECTS: usize = 1000;
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// The input cannot be opened or read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         /// The input ("-" for standard input).
         path: PathBuf,
         /// The I/O error.
-        source: io::Error,
+        cause: io::Error,
     },
     /// The store failed.
     #[error(transparent)]
@@ -119,9 +119,9 @@ pub fn load(store: &mut Store, path: &Path, keep: Keep) -> Result<IngestReport, 
     let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
         Box::new(BufReader::new(io::stdin()))
     } else {
-        let file = File::open(path).map_err(|source| IngestError::Read {
+        let file = File::open(path).map_err(|cause| IngestError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         Box::new(BufReader::with_capacity(1 << 16, file))
     };
@@ -176,7 +176,7 @@ pub fn follow(
         if length > offset {
             let read = |e| IngestError::Read {
                 path: path.to_path_buf(),
-                source: e,
+                cause: e,
             };
             let mut file = File::open(path).map_err(read)?;
             file.seek(SeekFrom::Start(offset)).map_err(read)?;

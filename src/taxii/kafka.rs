@@ -144,12 +144,12 @@ impl IndicatorSink for KafkaSink {
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
     /// The consumer could not be set up.
-    #[error("kafka consumer for {topic}: {source}")]
+    #[error("kafka consumer for {topic}: {cause}")]
     Kafka {
         /// The topic.
         topic: String,
         /// What librdkafka said.
-        source: KafkaError,
+        cause: KafkaError,
     },
     /// The store failed.
     #[error(transparent)]
@@ -170,9 +170,9 @@ pub fn follow_topic(
     group: &str,
     stop: &AtomicBool,
 ) -> Result<IngestReport, TopicError> {
-    let kafka = |source| TopicError::Kafka {
+    let kafka = |cause| TopicError::Kafka {
         topic: topic.to_string(),
-        source,
+        cause,
     };
     let consumer: BaseConsumer = client(brokers)
         .set("group.id", group)

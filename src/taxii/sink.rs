@@ -15,12 +15,12 @@ use serde_json::Value;
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// The output file cannot be opened or written.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {cause}")]
     File {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: io::Error,
+        cause: io::Error,
     },
     /// The destination is not available in this build.
     #[error("{0}")]
@@ -62,9 +62,9 @@ impl JsonLinesFile {
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|source| SinkError::File {
+            .map_err(|cause| SinkError::File {
                 path: path.to_path_buf(),
-                source,
+                cause,
             })?;
         Ok(JsonLinesFile {
             path: path.to_path_buf(),
@@ -72,10 +72,10 @@ impl JsonLinesFile {
         })
     }
 
-    fn fail(&self, source: io::Error) -> SinkError {
+    fn fail(&self, cause: io::Error) -> SinkError {
         SinkError::File {
             path: self.path.clone(),
-            source,
+            cause,
         }
     }
 }

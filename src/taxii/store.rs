@@ -30,16 +30,25 @@ pub const MAX_PAGE_BYTES: usize = 16 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database file cannot be opened or set up.
-    #[error("cannot open the database {path}: {source}")]
+    #[error("cannot open the database {path}: {cause}")]
     Open {
         /// The database file.
         path: PathBuf,
         /// What SQLite said.
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
     /// A statement failed.
     #[error("database error: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(rusqlite::Error),
+}
+
+// By hand rather than `#[from]`: the message already carries SQLite's
+// text, so the error is not also offered as a source (which would print
+// it twice in a cause chain).
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> StoreError {
+        StoreError::Sql(error)
+    }
 }
 
 /// A served collection, by the alias used in the store.
@@ -158,9 +167,9 @@ impl Store {
     ///
     /// Fails when the file cannot be opened or is not a database.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let open = |source| StoreError::Open {
+        let open = |cause| StoreError::Open {
             path: path.to_path_buf(),
-            source,
+            cause,
         };
         let conn = Connection::open(path).map_err(open)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))

@@ -25,7 +25,15 @@ pub enum TlsError {
     },
     /// rustls refused the material.
     #[error("tls configuration: {0}")]
-    Rustls(#[from] rustls::Error),
+    Rustls(rustls::Error),
+}
+
+// By hand rather than `#[from]`: the message already carries rustls's
+// text, so the error is not also offered as a source.
+impl From<rustls::Error> for TlsError {
+    fn from(error: rustls::Error) -> TlsError {
+        TlsError::Rustls(error)
+    }
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
