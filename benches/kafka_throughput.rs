@@ -20,7 +20,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -29,6 +29,10 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
+
+#[path = "../tests/kafka_support/mod.rs"]
+mod kafka_support;
+use kafka_support::OwnBroker;
 
 const INDICATORS: u64 = 100_000;
 const PARTITIONS: i32 = 4;
@@ -55,8 +59,9 @@ fn main() {
     {
         Ok(brokers) => brokers,
         Err(_) => {
-            let (child, brokers) = start_broker();
-            own_broker = Some(child);
+            let broker = OwnBroker::start();
+            let brokers = broker.address();
+            own_broker = Some(broker);
             brokers
         }
     };
@@ -112,10 +117,7 @@ fn main() {
         events as f64 / worker
     );
     println!("  ratio:           {:>9.2} (target >= 0.8)", raw / worker);
-    if let Some(mut child) = own_broker {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    drop(own_broker);
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -159,41 +161,6 @@ fn event(n: u64) -> (String, String) {
         "user": {"name": format!("user{}", n % 1000)}
     });
     (format!("ws-{}", n % 500), line.to_string())
-}
-
-fn start_broker() -> (Child, String) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(19_092);
-    let dir = std::env::temp_dir().join(format!("sightline-bench-broker-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
-    let url = format!("tcp://127.0.0.1:{port}");
-    let mut child = Command::new("tansu")
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "sqlite://broker.db"])
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("no broker: set SIGHTLINE_BENCH_BROKERS or install tansu (.ci/test does): {e}")
-        });
-    for _ in 0..300 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return (child, format!("127.0.0.1:{port}"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("tansu did not open port {port}");
 }
 
 fn create_topics(brokers: &str, topics: &[(&str, i32)]) {

@@ -31,6 +31,18 @@ use sightline::pattern::{Pattern, parse};
 use sightline::stix::observation::Observation;
 use sightline::stix::timestamp::Timestamp;
 
+mod feed;
+use feed::{Feed, Rng, Spec, domain, dotted, hex, indicator_id, ipv6, url};
+
+/// The feed of this benchmark: indicator IPv4 addresses have first octets
+/// 1–100; event addresses use 101–223.
+const FEED: Feed = Feed { first_octet: 1 };
+
+/// 64 hex digits derived from `seed`.
+fn hex_digest(seed: u64) -> String {
+    hex(seed, 64)
+}
+
 /// The same allocator as the `sightline` binary, for both sides of every
 /// comparison.
 #[global_allocator]
@@ -70,156 +82,7 @@ const START_SECS: i64 = 1_714_550_400;
 /// Seed of the event generator.
 const EVENT_SEED: u64 = 0x5eed_f00d;
 
-// ---------------------------------------------------------------------------
-// Deterministic randomness
-
-/// One step of splitmix64: a good 64-bit mix of `x`.
-fn mix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// A small xorshift64* generator for the event stream.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(mix(seed) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A value in `0..bound`.
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-
-    /// An octet in `low..=high`.
-    fn octet(&mut self, low: u8, high: u8) -> u8 {
-        low + self.below(u64::from(high - low) + 1) as u8
-    }
-}
-
-/// 64 lowercase hex digits derived from `seed`.
-fn sha256_hex(seed: u64) -> String {
-    (0..4).map(|k| format!("{:016x}", mix(seed ^ k))).collect()
-}
-
-// ---------------------------------------------------------------------------
-// Indicators
-
-/// What indicator `i` looks for.
-#[derive(Clone, Debug)]
-enum Spec {
-    Ipv4([u8; 4]),
-    Ipv6(u64),
-    Subnet24([u8; 3]),
-    Subnet16([u8; 2]),
-    Domain(String),
-    Url(String),
-    Sha256(String),
-    LikeZone(u64),
-    RegexUrl(u64),
-    FileNameSize(u64),
-    FollowedBy(String, [u8; 4]),
-}
-
-/// An IPv4 address in the indicator space (first octet 1–100).
-fn indicator_ipv4(h: u64) -> [u8; 4] {
-    let [_, _, _, _, a, b, c, d] = h.to_be_bytes();
-    [1 + a % 100, b, c, d]
-}
-
-/// A domain name in the shared `.example` zone.
-fn domain(label: u64) -> String {
-    format!("d{:012x}.example", label & 0xffff_ffff_ffff)
-}
-
-/// A URL in the shared `.example` zone.
-fn url(host: u64, path: u64) -> String {
-    format!(
-        "http://w{:012x}.example/path/{:08x}",
-        host & 0xffff_ffff_ffff,
-        path as u32
-    )
-}
-
-/// The indicator with index `i`: about 40% exact IP addresses, 10% IP
-/// networks, 30% domains, 10% URLs, 9% file hashes and 1% compound.
-///
-/// The numbers in the `LIKE` and `MATCHES` literals make them the longest
-/// literal runs of their patterns (`.evil` is padded to seven digits), so
-/// the matcher anchors them there rather than on `.example`, which every
-/// event domain and URL contains.
-fn spec(i: u64) -> Spec {
-    let h = mix(i);
-    let ip = indicator_ipv4(mix(h));
-    match h % 100 {
-        0..20 => Spec::Ipv4(ip),
-        20..40 => Spec::Ipv6(mix(h)),
-        40..45 => Spec::Subnet24([ip[0], ip[1], ip[2]]),
-        45..50 => Spec::Subnet16([ip[0], ip[1]]),
-        50..80 => Spec::Domain(domain(mix(h))),
-        80..90 => Spec::Url(url(mix(h), h)),
-        90..99 => Spec::Sha256(sha256_hex(h)),
-        _ => match (h >> 32) % 4 {
-            0 => Spec::LikeZone(i),
-            1 => Spec::RegexUrl(i),
-            2 => Spec::FileNameSize(i),
-            _ => Spec::FollowedBy(domain(mix(h)), ip),
-        },
-    }
-}
-
-/// The text of an IPv6 address in the indicator space `2001:db8::/64`.
-fn ipv6(suffix: u64) -> String {
-    let g = |k: u32| (suffix >> (48 - 16 * k)) & 0xffff;
-    format!("2001:db8::{:x}:{:x}:{:x}:{:x}", g(0), g(1), g(2), g(3))
-}
-
-fn dotted(ip: [u8; 4]) -> String {
-    let [a, b, c, d] = ip;
-    format!("{a}.{b}.{c}.{d}")
-}
-
 impl Spec {
-    /// The STIX pattern of the indicator.
-    fn pattern(&self) -> String {
-        match self {
-            Spec::Ipv4(ip) => format!("[ipv4-addr:value = '{}']", dotted(*ip)),
-            Spec::Ipv6(suffix) => format!("[ipv6-addr:value = '{}']", ipv6(*suffix)),
-            Spec::Subnet24([a, b, c]) => {
-                format!("[ipv4-addr:value ISSUBSET '{a}.{b}.{c}.0/24']")
-            }
-            Spec::Subnet16([a, b]) => format!("[ipv4-addr:value = '{a}.{b}.0.0/16']"),
-            Spec::Domain(name) => format!("[domain-name:value = '{name}']"),
-            Spec::Url(u) => format!("[url:value = '{u}']"),
-            Spec::Sha256(hex) => format!("[file:hashes.'SHA-256' = '{hex}']"),
-            Spec::LikeZone(i) => format!("[domain-name:value LIKE '%.badzone{i}%.example']"),
-            Spec::RegexUrl(i) => {
-                format!(r"[url:value MATCHES '^https?://[a-z]+\\.evil{i:07}[0-9]+\\.example/']")
-            }
-            Spec::FileNameSize(i) => format!("[file:name = 'x{i}.exe' AND file:size > 1000]"),
-            Spec::FollowedBy(name, ip) => format!(
-                "([domain-name:value = '{name}'] FOLLOWEDBY [ipv4-addr:value = '{}']) \
-                 WITHIN 600 SECONDS",
-                dotted(*ip)
-            ),
-        }
-    }
-
-    /// True when a single observation can match the indicator.
-    fn is_single(&self) -> bool {
-        !matches!(self, Spec::FollowedBy(..))
-    }
-
     /// Rewrites `objects` (an event, see [`random_objects`]) so that it
     /// carries a value this indicator looks for.
     fn inject(&self, rng: &mut Rng, objects: &mut Vec<Value>) {
@@ -247,7 +110,7 @@ impl Spec {
                 replace_extra(objects, url_object(&u));
             }
             Spec::FileNameSize(i) => {
-                let hash = sha256_hex(rng.next());
+                let hash = hex_digest(rng.next());
                 replace_extra(objects, file_object(&format!("x{i}.exe"), 4096, &hash));
             }
             Spec::FollowedBy(name, ip) => {
@@ -256,33 +119,6 @@ impl Spec {
             }
         }
     }
-}
-
-/// A STIX-like id made from a counter.
-fn indicator_id(i: u64) -> String {
-    format!(
-        "indicator--{:08x}-0000-4000-8000-{:012x}",
-        i >> 48,
-        i & 0xffff_ffff_ffff
-    )
-}
-
-/// Records of the indicators `0..n`.
-fn records(n: u64) -> Vec<IndicatorRecord> {
-    (0..n)
-        .map(|i| IndicatorRecord::new(&indicator_id(i), &spec(i).pattern()))
-        .collect()
-}
-
-/// A catalog loaded with the indicators `0..n`.
-fn catalog(n: u64) -> Catalog {
-    let mut catalog = Catalog::new();
-    let errors = catalog.load(records(n));
-    assert!(
-        errors.is_empty(),
-        "generated patterns must compile: {errors:?}"
-    );
-    catalog
 }
 
 // ---------------------------------------------------------------------------
@@ -341,7 +177,7 @@ fn random_objects(rng: &mut Rng) -> Vec<Value> {
             1 => url_object(&url(rng.next(), rng.next())),
             _ => {
                 let name = format!("f{:08x}.dat", rng.next() as u32);
-                file_object(&name, rng.below(1 << 20), &sha256_hex(rng.next()))
+                file_object(&name, rng.below(1 << 20), &hex_digest(rng.next()))
             }
         };
         objects.push(extra);
@@ -365,7 +201,8 @@ fn events(count: usize) -> Vec<Arc<Observation>> {
         .map(|k| {
             let mut objects = random_objects(&mut rng);
             if rng.below(100) < HIT_PERCENT {
-                spec(rng.below(NAIVE_SIZE)).inject(&mut rng, &mut objects);
+                FEED.spec(rng.below(NAIVE_SIZE))
+                    .inject(&mut rng, &mut objects);
             }
             let keyed: BTreeMap<String, Value> = objects
                 .into_iter()
@@ -396,7 +233,7 @@ fn rss_bytes() -> u64 {
 fn large_catalog_with_memory() -> Catalog {
     let before = rss_bytes();
     let started = Instant::now();
-    let catalog = catalog(LARGE);
+    let catalog = FEED.catalog(LARGE);
     let elapsed = started.elapsed();
     let after = rss_bytes();
 
@@ -419,11 +256,11 @@ type MatchSet = BTreeSet<(usize, String)>;
 /// first [`CHECK_EVENTS`] events and the indicators `0..NAIVE_SIZE`.
 fn check_against_reference(events: &[Arc<Observation>]) {
     let events = &events[..CHECK_EVENTS.min(events.len())];
-    let catalog = catalog(NAIVE_SIZE);
+    let catalog = FEED.catalog(NAIVE_SIZE);
     let snapshot = catalog.snapshot();
     let mut stream = StreamState::default();
     let single: BTreeSet<String> = (0..NAIVE_SIZE)
-        .filter(|&i| spec(i).is_single())
+        .filter(|&i| FEED.spec(i).is_single())
         .map(indicator_id)
         .collect();
 
@@ -437,7 +274,7 @@ fn check_against_reference(events: &[Arc<Observation>]) {
     }
     let mut reference = MatchSet::new();
     for (i, pattern) in naive_patterns() {
-        if !spec(i).is_single() {
+        if !FEED.spec(i).is_single() {
             continue;
         }
         for (k, obs) in events.iter().enumerate() {
@@ -462,7 +299,7 @@ fn check_against_reference(events: &[Arc<Observation>]) {
 fn naive_patterns() -> Vec<(u64, Pattern)> {
     (0..NAIVE_SIZE)
         .map(|i| {
-            let pattern = parse(&spec(i).pattern()).expect("generated patterns parse");
+            let pattern = parse(&FEED.spec(i).pattern()).expect("generated patterns parse");
             (i, pattern)
         })
         .collect()
@@ -471,7 +308,7 @@ fn naive_patterns() -> Vec<(u64, Pattern)> {
 /// A fresh indicator for update benchmarks; ids start far above the feed.
 fn update_record(k: u64) -> IndicatorRecord {
     let i = (1 << 40) + k;
-    IndicatorRecord::new(&indicator_id(i), &spec(i).pattern())
+    IndicatorRecord::new(&indicator_id(i), &FEED.spec(i).pattern())
 }
 
 /// Times [`LATENCY_CHANGES`] single adds and removes on `catalog` and
@@ -551,7 +388,7 @@ fn bench_match_group(
         let catalog = if n == LARGE {
             large
         } else {
-            owned = catalog(n);
+            owned = FEED.catalog(n);
             &owned
         };
         let snapshot = catalog.snapshot();
@@ -617,7 +454,7 @@ fn bench_compile(c: &mut Criterion, sizes: &[u64]) {
         .warm_up_time(Duration::from_millis(100))
         .measurement_time(Duration::from_secs(1));
     for &n in sizes {
-        let feed = records(n);
+        let feed = FEED.records(n).collect::<Vec<_>>();
         group.throughput(Throughput::Elements(n));
         group.bench_function(BenchmarkId::from_parameter(n), |b| {
             b.iter_batched(

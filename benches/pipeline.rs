@@ -30,10 +30,18 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput};
 use serde_json::{Value, json};
-use sightline::matcher::{Catalog, IndicatorRecord, Snapshot};
+use sightline::matcher::Snapshot;
 use sightline::observe::decoder::{Decoder, builtin_mapping};
 use sightline::pipeline::{Pipeline, PipelineConfig};
 use sightline::stix::timestamp::Timestamp;
+
+mod feed;
+use feed::{Feed, Rng, Spec, dotted, hex, ipv6};
+
+/// The feed of this benchmark: indicator IPv4 addresses have first octets
+/// 11–100, which keeps the private `10.0.0.0/8` of the events out of every
+/// network.
+const FEED: Feed = Feed { first_octet: 11 };
 
 /// The same allocator as the `sightline` binary, for both sides of every
 /// comparison.
@@ -65,125 +73,7 @@ const START_SECS: i64 = 1_714_550_400;
 const LINE_SEED: u64 = 0xec5_11e5;
 
 // ---------------------------------------------------------------------------
-// Deterministic randomness
-
-/// One step of splitmix64: a good 64-bit mix of `x`.
-fn mix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// A small xorshift64* generator for the lines.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(mix(seed) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A value in `0..bound`.
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-
-    /// A value in `low..=high`.
-    fn between(&mut self, low: u64, high: u64) -> u64 {
-        low + self.below(high - low + 1)
-    }
-
-    /// One element of `items`.
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
-
-/// `digits` lowercase hex digits derived from `seed` (at most 64).
-fn hex(seed: u64, digits: usize) -> String {
-    let text: String = (0..4).map(|k| format!("{:016x}", mix(seed ^ k))).collect();
-    text[..digits].to_string()
-}
-
-// ---------------------------------------------------------------------------
 // Indicators
-
-/// What indicator `i` looks for.
-#[derive(Clone, Debug)]
-enum Spec {
-    Ipv4([u8; 4]),
-    Ipv6(u64),
-    Subnet24([u8; 3]),
-    Subnet16([u8; 2]),
-    Domain(String),
-    Url(String),
-    Sha256(String),
-    LikeZone(u64),
-    RegexUrl(u64),
-    FileNameSize(u64),
-    FollowedBy(String, [u8; 4]),
-}
-
-/// An IPv4 address in the indicator space: first octet 11–100, which
-/// keeps the private `10.0.0.0/8` of the events out of every network.
-fn indicator_ipv4(h: u64) -> [u8; 4] {
-    let [_, _, _, _, a, b, c, d] = h.to_be_bytes();
-    [11 + a % 90, b, c, d]
-}
-
-/// A domain name in the indicator zone `.example`.
-fn indicator_domain(label: u64) -> String {
-    format!("d{:012x}.example", label & 0xffff_ffff_ffff)
-}
-
-/// A URL in the indicator zone `.example`.
-fn indicator_url(host: u64, path: u64) -> String {
-    format!(
-        "http://w{:012x}.example/path/{:08x}",
-        host & 0xffff_ffff_ffff,
-        path as u32
-    )
-}
-
-/// The text of an IPv6 address in the indicator space `2001:db8::/64`.
-fn indicator_ipv6(suffix: u64) -> String {
-    let g = |k: u32| (suffix >> (48 - 16 * k)) & 0xffff;
-    format!("2001:db8::{:x}:{:x}:{:x}:{:x}", g(0), g(1), g(2), g(3))
-}
-
-fn dotted([a, b, c, d]: [u8; 4]) -> String {
-    format!("{a}.{b}.{c}.{d}")
-}
-
-/// The indicator with index `i`: about 40% exact IP addresses, 10% IP
-/// networks, 30% domains, 10% URLs, 9% file hashes and 1% `LIKE`,
-/// `MATCHES`, two-property and `FOLLOWEDBY` patterns.
-fn spec(i: u64) -> Spec {
-    let h = mix(i);
-    let ip = indicator_ipv4(mix(h));
-    match h % 100 {
-        0..20 => Spec::Ipv4(ip),
-        20..40 => Spec::Ipv6(mix(h)),
-        40..45 => Spec::Subnet24([ip[0], ip[1], ip[2]]),
-        45..50 => Spec::Subnet16([ip[0], ip[1]]),
-        50..80 => Spec::Domain(indicator_domain(mix(h))),
-        80..90 => Spec::Url(indicator_url(mix(h), h)),
-        90..99 => Spec::Sha256(hex(h, 64)),
-        _ => match (h >> 32) % 4 {
-            0 => Spec::LikeZone(i),
-            1 => Spec::RegexUrl(i),
-            2 => Spec::FileNameSize(i),
-            _ => Spec::FollowedBy(indicator_domain(mix(h)), ip),
-        },
-    }
-}
 
 /// A value a line carries so that it hits an indicator.
 enum Carried {
@@ -200,44 +90,13 @@ enum Carried {
 }
 
 impl Spec {
-    /// The STIX pattern of the indicator.
-    fn pattern(&self) -> String {
-        match self {
-            Spec::Ipv4(ip) => format!("[ipv4-addr:value = '{}']", dotted(*ip)),
-            Spec::Ipv6(suffix) => {
-                format!("[ipv6-addr:value = '{}']", indicator_ipv6(*suffix))
-            }
-            Spec::Subnet24([a, b, c]) => {
-                format!("[ipv4-addr:value ISSUBSET '{a}.{b}.{c}.0/24']")
-            }
-            Spec::Subnet16([a, b]) => format!("[ipv4-addr:value = '{a}.{b}.0.0/16']"),
-            Spec::Domain(name) => format!("[domain-name:value = '{name}']"),
-            Spec::Url(u) => format!("[url:value = '{u}']"),
-            Spec::Sha256(digest) => format!("[file:hashes.'SHA-256' = '{digest}']"),
-            Spec::LikeZone(i) => {
-                format!("[domain-name:value LIKE '%.badzone{i}%.example']")
-            }
-            Spec::RegexUrl(i) => {
-                format!(r"[url:value MATCHES '^https?://[a-z]+\\.evil{i:07}[0-9]+\\.example/']")
-            }
-            Spec::FileNameSize(i) => {
-                format!("[file:name = 'x{i}.exe' AND file:size > 1000]")
-            }
-            Spec::FollowedBy(name, ip) => format!(
-                "([domain-name:value = '{name}'] FOLLOWEDBY [ipv4-addr:value = '{}']) \
-                 WITHIN 600 SECONDS",
-                dotted(*ip)
-            ),
-        }
-    }
-
     /// The values that consecutive lines carry to hit this indicator: one
     /// line, or two for `FOLLOWEDBY` (the lookup, then the connection).
     fn carried(&self, rng: &mut Rng) -> Vec<Carried> {
         let octet = |rng: &mut Rng| rng.below(256) as u8;
         let one = match self {
             Spec::Ipv4(ip) => Carried::DstIp(dotted(*ip)),
-            Spec::Ipv6(suffix) => Carried::DstIp(indicator_ipv6(*suffix)),
+            Spec::Ipv6(suffix) => Carried::DstIp(ipv6(*suffix)),
             Spec::Subnet24([a, b, c]) => Carried::DstIp(dotted([*a, *b, *c, octet(rng)])),
             Spec::Subnet16([a, b]) => Carried::DstIp(dotted([*a, *b, octet(rng), octet(rng)])),
             Spec::Domain(name) => Carried::DnsQuery(name.clone()),
@@ -257,27 +116,6 @@ impl Spec {
         };
         vec![one]
     }
-}
-
-/// A STIX-like id made from a counter.
-fn indicator_id(i: u64) -> String {
-    format!(
-        "indicator--{:08x}-0000-4000-8000-{:012x}",
-        i >> 48,
-        i & 0xffff_ffff_ffff
-    )
-}
-
-/// A catalog loaded with the indicators `0..n`, in one `Catalog::load`.
-fn catalog(n: u64) -> Catalog {
-    let records = (0..n).map(|i| IndicatorRecord::new(&indicator_id(i), &spec(i).pattern()));
-    let mut catalog = Catalog::new();
-    let errors = catalog.load(records);
-    assert!(
-        errors.is_empty(),
-        "generated patterns must compile: {errors:?}"
-    );
-    catalog
 }
 
 // ---------------------------------------------------------------------------
@@ -568,7 +406,7 @@ fn lines(count: usize, indicators: u64) -> Lines {
     let lines = (0..count)
         .map(|k| {
             if queued.is_empty() && rng.below(100) < HIT_PERCENT {
-                queued.extend(spec(rng.below(indicators)).carried(&mut rng));
+                queued.extend(FEED.spec(rng.below(indicators)).carried(&mut rng));
             }
             let carried = queued.pop_front();
             carrying += usize::from(carried.is_some());
@@ -689,7 +527,7 @@ fn main() {
     };
 
     let started = Instant::now();
-    let catalog = catalog(indicators);
+    let catalog = FEED.catalog(indicators);
     let snapshot = catalog.snapshot();
     eprintln!(
         "workload: catalog of {indicators} loaded in {:.2?}",
