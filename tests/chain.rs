@@ -19,7 +19,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::{free_port, output, require_python_modules, scratch, sightline, start_server, stderr};
+use common::{
+    free_port, newest_versions, output, read_pairs, require_python_modules, scratch, sightline,
+    start_server, stderr,
+};
 use kafka_support::{Topics, Worker, consume, match_output, produce_lines};
 use medallion::{COLLECTION, PASSWORD, USER, start_medallion};
 
@@ -94,7 +97,7 @@ fn indicators_from_taxii_to_sightings_over_taxii() {
             &group,
         ],
     );
-    let latest = latest_versions(&expected);
+    let latest = newest_versions(&expected);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/taxii/read_all.py");
     let mut summary = Value::Null;
     for _ in 0..100 {
@@ -120,18 +123,7 @@ fn indicators_from_taxii_to_sightings_over_taxii() {
     }
     let sightings = &summary["api_roots"][0]["collections"][0];
     assert_eq!(sightings["alias"], "sightings");
-    let read: BTreeMap<String, String> = sightings["objects"]
-        .as_array()
-        .map(|pairs| {
-            pairs
-                .iter()
-                .map(|pair| {
-                    let text = |i: usize| pair[i].as_str().unwrap_or_default().to_string();
-                    (text(0), text(1))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let read: BTreeMap<String, String> = read_pairs(sightings).into_iter().collect();
     assert_eq!(
         read, latest,
         "the partner reads the newest version of every object"
@@ -147,19 +139,4 @@ fn indicators_from_taxii_to_sightings_over_taxii() {
         check.status.success() && !report.contains("[X]"),
         "{report}"
     );
-}
-
-/// The newest version of each object, by id (objects without `modified`
-/// keep the empty string, as the reader script reports them).
-fn latest_versions(objects: &[Value]) -> BTreeMap<String, String> {
-    let mut latest = BTreeMap::new();
-    for object in objects {
-        let id = object["id"].as_str().unwrap_or_default().to_string();
-        let version = object["modified"].as_str().unwrap_or_default().to_string();
-        let entry: &mut String = latest.entry(id).or_default();
-        if version > *entry {
-            *entry = version;
-        }
-    }
-    latest
 }

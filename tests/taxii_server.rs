@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use common::{output, require_python_modules, scratch, sightline, start_server, stderr};
+use common::{
+    newest_versions, output, read_pairs, require_python_modules, scratch, sightline, start_server,
+    stderr,
+};
 
 const USER: &str = "partner";
 const PASSWORD: &str = "open-sesame";
@@ -48,17 +51,11 @@ fn match_output(dir: &Path) -> PathBuf {
 /// The latest version of each object of a JSON lines file, by id.
 fn latest_versions(path: &Path) -> BTreeMap<String, String> {
     let text = std::fs::read_to_string(path).expect("match output");
-    let mut latest = BTreeMap::new();
-    for line in text.lines() {
-        let object: Value = serde_json::from_str(line).expect("JSON line");
-        let id = object["id"].as_str().unwrap_or_default().to_string();
-        let version = object["modified"].as_str().unwrap_or_default().to_string();
-        let entry: &mut String = latest.entry(id).or_default();
-        if version > *entry {
-            *entry = version;
-        }
-    }
-    latest
+    let objects: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON line"))
+        .collect();
+    newest_versions(&objects)
 }
 
 /// A raw HTTP/1.1 exchange: status, lower-cased headers and body.
@@ -195,18 +192,7 @@ fn the_oasis_client_reads_every_collection_and_page() {
     // once, over several pages.
     let expected = latest_versions(&sightings);
     let sightings_read = &by_alias["sightings"];
-    let read: Vec<(String, String)> = sightings_read["objects"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|pair| {
-                    let text = |i: usize| pair[i].as_str().unwrap_or_default().to_string();
-                    (text(0), text(1))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let read = read_pairs(sightings_read);
     let unique: BTreeSet<_> = read.iter().cloned().collect();
     assert_eq!(unique.len(), read.len(), "no object is served twice");
     let read_map: BTreeMap<String, String> = read.into_iter().collect();

@@ -116,3 +116,36 @@ pub fn require_python_modules(modules: &[&str]) {
         );
     }
 }
+
+/// The (id, version) pairs `read_all.py` reports for one collection.
+pub fn read_pairs(collection: &serde_json::Value) -> Vec<(String, String)> {
+    collection["objects"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|pair| {
+                    let text = |i: usize| pair[i].as_str().unwrap_or_default().to_string();
+                    (text(0), text(1))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The newest version of each object, by id (`modified`; objects without
+/// it keep the empty string, as `read_all.py` reports them).
+pub fn newest_versions(
+    objects: &[serde_json::Value],
+) -> std::collections::BTreeMap<String, String> {
+    let mut latest = std::collections::BTreeMap::new();
+    for object in objects {
+        let id = object["id"].as_str().unwrap_or_default().to_string();
+        let version = object["modified"].as_str().unwrap_or_default().to_string();
+        let entry: &mut String = latest.entry(id).or_default();
+        if version > *entry {
+            *entry = version;
+        }
+    }
+    latest
+}
