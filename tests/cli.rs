@@ -321,3 +321,31 @@ fn match_without_usable_indicators_fails() {
     );
     assert!(stderr.contains("no usable indicator"), "{stderr}");
 }
+
+/// Without brokers, `run` is the file pipeline: the same objects as
+/// `match`, read from standard input until it ends; with neither brokers
+/// nor files it says what to give.
+#[test]
+fn run_without_brokers_reads_files_like_match() {
+    let events = std::fs::read_to_string("examples/events/zeek.jsonl").expect("example events");
+    let indicators = ["--indicators", "examples/indicators.json"];
+    let matched = sightline(
+        &[&["match"][..], &indicators, &["--events", "-"]].concat(),
+        &events,
+    );
+    let ran = sightline(
+        &[&["run"][..], &indicators, &["--events", "-"]].concat(),
+        &events,
+    );
+    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    assert!(!matched.stdout.is_empty());
+    assert_eq!(text(&ran.stdout), text(&matched.stdout));
+
+    let neither = sightline(&["run"], "");
+    assert_eq!(neither.status.code(), Some(2));
+    let message = text(&neither.stderr);
+    assert!(
+        message.contains("--brokers") && message.contains("--events"),
+        "{message}"
+    );
+}

@@ -298,6 +298,40 @@ fn scripted_server(
     (format!("http://127.0.0.1:{port}/api1/"), requests)
 }
 
+/// 403, 406, 413 and 415 fail at once (no retry) with the URL, the
+/// status, the server's error title and what to check.
+#[test]
+fn client_errors_fail_at_once_with_the_reason() {
+    let dir = scratch("statuses");
+    let cases = [
+        ("403 Forbidden", "may not read"),
+        (
+            "406 Not Acceptable",
+            "does not serve application/taxii+json",
+        ),
+        ("413 Payload Too Large", "smaller --limit"),
+        ("415 Unsupported Media Type", "media type"),
+    ];
+    for (status, hint) in cases {
+        let body = json!({"title": format!("refused with {status}")}).to_string();
+        let (url, requests) = scripted_server(vec![(status, "", body.clone()), (status, "", body)]);
+        let out = dir.join("out.jsonl");
+        let checkpoint = dir.join("checkpoint.json");
+        let run = output(&mut pull(&url, COLLECTION, &out, &checkpoint, PASSWORD));
+        let message = stderr(&run);
+        assert!(!run.status.success(), "{status} should fail");
+        let code = &status[..3];
+        assert!(message.contains(&format!("HTTP {code}")), "{message}");
+        assert!(
+            message.contains(&format!("refused with {status}")),
+            "{message}"
+        );
+        assert!(message.contains(hint), "{hint} not in: {message}");
+        assert!(message.contains(&url), "the URL is named: {message}");
+        assert_eq!(requests.try_iter().count(), 1, "{status} is not retried");
+    }
+}
+
 #[test]
 fn retries_overload_and_reports_malformed_responses() {
     let dir = scratch("retries");

@@ -82,6 +82,136 @@ fn sightings_equal_the_match_command_and_metrics_parse() {
     assert_eq!(worker.get("/health").0, 200);
 }
 
+/// A config file names two event topics with their own formats; the
+/// worker's output is what `match` writes for each, and the in-flight
+/// gauge never passes the configured bound.
+#[test]
+fn config_file_topics_have_their_own_formats() {
+    let topics = Topics::new("config", 1);
+    topics.create();
+    let zeek_topic = unique("config-zeek");
+    create_topics(&[(&zeek_topic, 1, false)]);
+    produce_indicator_file(&topics.indicators, "examples/indicators.json");
+    produce_lines(&topics.events, "examples/events/ecs.jsonl");
+    produce_lines(&zeek_topic, "examples/events/zeek.jsonl");
+
+    let port = free_port();
+    let config = std::env::temp_dir().join(format!("{}.toml", unique("sightline-config")));
+    let text = format!(
+        "[kafka]\nbrokers = \"{}\"\ngroup = \"{}\"\n\
+         [topics]\nindicators = \"{}\"\nsightings = \"{}\"\ndead_letter = \"{}\"\n\
+         [[events]]\ntopic = \"{}\"\nformat = \"ecs\"\n\
+         [[events]]\ntopic = \"{zeek_topic}\"\nformat = \"zeek\"\n\
+         [metrics]\naddr = \"127.0.0.1:{port}\"\n\
+         [worker]\nmax_in_flight = 3\n",
+        brokers(),
+        topics.group,
+        topics.indicators,
+        topics.sightings,
+        topics.dead_letter,
+        topics.events,
+    );
+    std::fs::write(&config, text).expect("config file");
+    let args = [
+        "run".to_string(),
+        "--config".into(),
+        config.display().to_string(),
+    ];
+    let mut worker = Worker::spawn(&args, port);
+    worker.wait_ready();
+
+    let mut expected = Vec::new();
+    for (file, format) in [("ecs.jsonl", "ecs"), ("zeek.jsonl", "zeek")] {
+        let events = format!("examples/events/{file}");
+        expected.extend(match_output(&[
+            "--indicators",
+            "examples/indicators.json",
+            "--events",
+            &events,
+            "--format",
+            format,
+        ]));
+    }
+    // Sample the in-flight gauge while the sightings are read.
+    let reading = std::sync::atomic::AtomicBool::new(true);
+    let (got, most_in_flight) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut most = 0.0f64;
+            while reading.load(std::sync::atomic::Ordering::Relaxed) {
+                let metrics = worker.metrics();
+                most = most.max(metric_value(&metrics, "sightline_in_flight_messages"));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            most
+        });
+        let got = consume(&topics.sightings, expected.len(), Duration::from_secs(60));
+        reading.store(false, std::sync::atomic::Ordering::Relaxed);
+        (got, sampler.join().unwrap_or(f64::INFINITY))
+    });
+    let got: Vec<Value> = got.iter().map(|m| m.json()).collect();
+    let (got, expected) = (as_set(&got), as_set(&expected));
+    let missing: Vec<&String> = expected.difference(&got).collect();
+    let extra: Vec<&String> = got.difference(&expected).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:#?}\nextra {extra:#?}"
+    );
+    assert!(most_in_flight <= 3.0, "in flight: {most_in_flight}");
+    let metrics = worker.metrics();
+    assert!(
+        metrics.contains("sightline_observations_total{format=\"zeek/conn\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sightline_observations_total{format=\"ecs/event\"}"),
+        "{metrics}"
+    );
+    let _ = std::fs::remove_file(&config);
+}
+
+/// Until the indicator topic is read to its end the worker is not ready;
+/// when it cannot be read within the configured time, the worker exits
+/// with an error that names it.
+#[test]
+fn not_ready_without_the_indicator_topic() {
+    let topics = Topics::new("unready", 1);
+    let port = free_port();
+    let config = std::env::temp_dir().join(format!("{}.toml", unique("sightline-config")));
+    std::fs::write(&config, "[worker]\nready_timeout_seconds = 3\n").expect("config file");
+    let args: Vec<String> = [
+        "run",
+        "--config",
+        &config.display().to_string(),
+        "--brokers",
+        &brokers(),
+        "--indicators-topic",
+        &topics.indicators,
+        "--events-topic",
+        &topics.events,
+        "--metrics-addr",
+        &format!("127.0.0.1:{port}"),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let mut worker = Worker::spawn(&args, port);
+    let mut saw_unready = false;
+    for _ in 0..20 {
+        if let Some((status, _)) = worker.try_get("/ready") {
+            assert_eq!(status, 503, "ready without indicators");
+            saw_unready = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(saw_unready, "/ready never answered:\n{}", worker.log_text());
+    let status = worker.exit_within(Duration::from_secs(30));
+    assert!(status.is_some_and(|s| !s.success()), "{status:?}");
+    let log = worker.log_text();
+    assert!(log.contains(&topics.indicators), "{log}");
+    let _ = std::fs::remove_file(&config);
+}
+
 /// New versions, revocations and tombstones on the indicator topic change
 /// what matches without a restart.
 #[test]
@@ -153,14 +283,33 @@ fn indicator_changes_apply_live() {
         seen.poll_for(id_of(&c), before_c + 1, Duration::from_secs(5))
             && seen.count(id_of(&b)) == before_b
     });
+    // An indicator whose validity ended before the events never matches.
+    let mut expired = indicator(
+        "indicator--00000000-0000-4000-8000-00000000000e",
+        "[ipv4-addr:value = '192.0.2.13']",
+        false,
+    );
+    expired["valid_until"] = json!("2026-06-01T00:00:00.000Z");
+    produce(
+        &topics.indicators,
+        Some(id_of(&expired)),
+        Some(&expired.to_string()),
+    );
+    // Loaded: c and the expired one are the live indicators now.
+    wait_until("the expired indicator loaded", || {
+        metric_value(&worker.metrics(), "sightline_snapshot_indicators") == 2.0
+    });
+
     // And stays removed.
     let settled_a = seen.count(id_of(&a));
     let settled_b = seen.count(id_of(&b));
     let settled_c = seen.count(id_of(&c));
     event("192.0.2.10");
     event("192.0.2.11");
+    event("192.0.2.13");
     event("192.0.2.12");
     assert!(seen.poll_for(id_of(&c), settled_c + 1, Duration::from_secs(30)));
+    assert_eq!(seen.count(id_of(&expired)), 0, "expired indicator matched");
     assert_eq!(
         seen.count(id_of(&a)),
         settled_a,

@@ -44,7 +44,7 @@ pub fn brokers() -> String {
     })
 }
 
-fn unique(name: &str) -> String {
+pub fn unique(name: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -80,33 +80,41 @@ impl Topics {
     }
 
     pub fn create(&self) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .create()
-            .expect("admin client");
-        let compact = [("cleanup.policy", "compact")];
-        let topics = [
-            NewTopic::new(&self.indicators, 2, TopicReplication::Fixed(1))
-                .set(compact[0].0, compact[0].1),
-            NewTopic::new(
-                &self.events,
-                self.event_partitions,
-                TopicReplication::Fixed(1),
-            ),
-            NewTopic::new(&self.sightings, 2, TopicReplication::Fixed(1))
-                .set(compact[0].0, compact[0].1),
-            NewTopic::new(&self.dead_letter, 1, TopicReplication::Fixed(1)),
-        ];
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let results = runtime
-            .block_on(admin.create_topics(&topics, &AdminOptions::new()))
-            .expect("create topics");
-        for result in results {
-            result.expect("topic created");
-        }
+        create_topics(&[
+            (&self.indicators, 2, true),
+            (&self.events, self.event_partitions, false),
+            (&self.sightings, 2, true),
+            (&self.dead_letter, 1, false),
+        ]);
+    }
+}
+
+/// Creates topics: (name, partitions, compacted).
+pub fn create_topics(topics: &[(&str, i32, bool)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin client");
+    let topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions, compacted)| {
+            let topic = NewTopic::new(name, *partitions, TopicReplication::Fixed(1));
+            if *compacted {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let results = runtime
+        .block_on(admin.create_topics(&topics, &AdminOptions::new()))
+        .expect("create topics");
+    for result in results {
+        result.expect("topic created");
     }
 }
 
@@ -450,6 +458,14 @@ pub fn wait_until(what: &str, mut attempt: impl FnMut() -> bool) {
     panic!("timed out waiting for: {what}");
 }
 
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
 /// A `sightline run` child process, killed when dropped.
 pub struct Worker {
     child: Child,
@@ -460,45 +476,74 @@ pub struct Worker {
 impl Worker {
     /// Starts a worker on the test's topics and waits until it is ready.
     pub fn start(topics: &Topics, extra: &[&str]) -> Worker {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
+        let port = free_port();
+        let mut args: Vec<String> = ["run", "--brokers", &brokers(), "--group", &topics.group]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        for (flag, value) in [
+            ("--indicators-topic", &topics.indicators),
+            ("--events-topic", &topics.events),
+            ("--sightings-topic", &topics.sightings),
+            ("--dead-letter-topic", &topics.dead_letter),
+        ] {
+            args.extend([flag.to_string(), value.clone()]);
+        }
+        args.extend(["--metrics-addr".into(), format!("127.0.0.1:{port}")]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let mut worker = Worker::spawn(&args, port);
+        worker.wait_ready();
+        worker
+    }
+
+    /// Starts `sightline ARGS` whose metrics listen on `port`, without
+    /// waiting.
+    pub fn spawn(args: &[String], port: u16) -> Worker {
         let log = std::env::temp_dir().join(format!("{}.log", unique("sightline-worker")));
         let stderr = std::fs::File::create(&log).expect("log file");
         let child = sightline()
-            .args(["run", "--brokers", &brokers(), "--group", &topics.group])
-            .args(["--indicators-topic", &topics.indicators])
-            .args(["--events-topic", &topics.events])
-            .args(["--sightings-topic", &topics.sightings])
-            .args(["--dead-letter-topic", &topics.dead_letter])
-            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-            .args(extra)
+            .args(args)
             .env("SIGHTLINE_LOG", "info,rdkafka=warn")
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
             .expect("start sightline run");
-        let mut worker = Worker {
+        Worker {
             child,
             metrics_port: port,
             log,
-        };
+        }
+    }
+
+    /// Waits until `/ready` answers 200; fails when the worker exits.
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            if let Ok(Some(status)) = worker.child.try_wait() {
-                panic!("worker exited with {status}:\n{}", worker.log_text());
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("worker exited with {status}:\n{}", self.log_text());
             }
-            if worker.try_get("/ready").map(|(s, _)| s) == Some(200) {
-                return worker;
+            if self.try_get("/ready").map(|(s, _)| s) == Some(200) {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
                 "worker not ready:\n{}",
-                worker.log_text()
+                self.log_text()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// The exit status, once the process has ended within `timeout`.
+    pub fn exit_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
     }
 
     pub fn log_text(&self) -> String {
@@ -529,7 +574,7 @@ impl Worker {
         let _ = self.child.wait();
     }
 
-    fn try_get(&self, path: &str) -> Option<(u16, String)> {
+    pub fn try_get(&self, path: &str) -> Option<(u16, String)> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.metrics_port)).ok()?;
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -617,10 +662,7 @@ pub struct OwnBroker {
 
 impl OwnBroker {
     pub fn start() -> OwnBroker {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
+        let port = free_port();
         let dir = std::env::temp_dir().join(unique("sightline-own-broker"));
         std::fs::create_dir_all(&dir).expect("broker dir");
         let mut broker = OwnBroker {
