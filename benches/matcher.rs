@@ -18,9 +18,11 @@
 //! Run with `cargo bench --bench matcher -- --noplot`. Without `--bench`
 //! (as `cargo test --benches` runs it) only the 1,000-indicator case runs.
 
+use std::alloc::{GlobalAlloc, Layout};
 use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput};
@@ -44,9 +46,44 @@ fn hex_digest(seed: u64) -> String {
 }
 
 /// The same allocator as the `sightline` binary, for both sides of every
-/// comparison.
+/// comparison, counting the bytes in use so that the memory figure can be
+/// given as live heap beside the resident set.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Counting = Counting;
+
+/// Bytes currently allocated through [`GLOBAL`].
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+struct Counting;
+
+// SAFETY: every call is forwarded to mimalloc unchanged; only a counter
+// is updated beside it.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's guarantees are passed on.
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's guarantees are passed on.
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's guarantees are passed on.
+        unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's guarantees are passed on.
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+    }
+}
 
 /// Catalog sizes of the throughput benchmarks.
 const SIZES: [u64; 4] = [1_000, 10_000, 100_000, 1_000_000];
@@ -232,13 +269,19 @@ fn rss_bytes() -> u64 {
 /// Builds the large catalog and prints its RSS cost per indicator.
 fn large_catalog_with_memory() -> Catalog {
     let before = rss_bytes();
+    let live_before = LIVE_BYTES.load(Ordering::Relaxed);
     let started = Instant::now();
     let catalog = FEED.catalog(LARGE);
     let elapsed = started.elapsed();
     let after = rss_bytes();
+    let live_after = LIVE_BYTES.load(Ordering::Relaxed);
 
     let per_indicator = after.saturating_sub(before) / LARGE;
-    eprintln!("memory: {per_indicator} bytes/indicator at 1M (RSS delta)");
+    let live_per_indicator = live_after.saturating_sub(live_before) as u64 / LARGE;
+    eprintln!(
+        "memory: {per_indicator} bytes/indicator at 1M (RSS delta), \
+         {live_per_indicator} bytes/indicator allocated"
+    );
     let snapshot = catalog.snapshot();
     eprintln!(
         "memory: RSS {} MiB -> {} MiB; build took {elapsed:.2?}; {:?}",

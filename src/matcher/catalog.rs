@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::index::FastMap;
 use super::segment::Segment;
 use super::{IndicatorRecord, SlotId, Snapshot};
-use crate::pattern::{Pattern, PatternError, parse};
+use crate::pattern::{PatternError, parse};
 use crate::stix::timestamp::Timestamp;
 
 /// Tuning of snapshot publication.
@@ -83,10 +83,51 @@ pub enum IndicatorError {
     Compile(String),
 }
 
+/// What the catalog knows of one id. Kept to 24 bytes: with a million
+/// ids this table is one of the larger structures.
 struct Entry {
+    /// The newest version seen.
     modified: Timestamp,
-    revoked: bool,
-    live: Option<SlotId>,
+    /// The live slot, or [`NOT_LIVE`], or [`REVOKED`].
+    state: SlotId,
+}
+
+/// [`Entry::state`] of an id with no live version.
+const NOT_LIVE: SlotId = SlotId::MAX;
+/// [`Entry::state`] of a revoked id (slot numbers never get this high).
+const REVOKED: SlotId = SlotId::MAX - 1;
+
+impl Entry {
+    fn new(modified: Timestamp) -> Entry {
+        Entry {
+            modified,
+            state: NOT_LIVE,
+        }
+    }
+
+    fn live(&self) -> Option<SlotId> {
+        (self.state < REVOKED).then_some(self.state)
+    }
+
+    fn is_revoked(&self) -> bool {
+        self.state == REVOKED
+    }
+
+    /// Ends the live version, if any, and returns its slot.
+    fn take_live(&mut self) -> Option<SlotId> {
+        let live = self.live();
+        if live.is_some() {
+            self.state = NOT_LIVE;
+        }
+        live
+    }
+
+    /// Marks the id revoked and returns the slot that was live.
+    fn revoke(&mut self) -> Option<SlotId> {
+        let live = self.live();
+        self.state = REVOKED;
+        live
+    }
 }
 
 /// The indicator set and its current snapshot.
@@ -126,7 +167,7 @@ impl Catalog {
 
     /// Number of live indicators.
     pub fn len(&self) -> usize {
-        self.entries.values().filter(|e| e.live.is_some()).count()
+        self.entries.values().filter(|e| e.live().is_some()).count()
     }
 
     /// True when no indicator is live.
@@ -140,12 +181,14 @@ impl Catalog {
         &mut self,
         records: impl IntoIterator<Item = IndicatorRecord>,
     ) -> Vec<IndicatorError> {
-        let (results, published) = self.apply(records.into_iter().map(Update::Upsert));
-        results
-            .into_iter()
-            .filter_map(Result::err)
-            .chain(published.err())
-            .collect()
+        let mut errors = Vec::new();
+        let published = self.apply_each(records.into_iter().map(Update::Upsert), |result| {
+            if let Err(error) = result {
+                errors.push(error);
+            }
+        });
+        errors.extend(published.err());
+        errors
     }
 
     /// Applies `updates` in order and publishes one snapshot for all of
@@ -158,6 +201,17 @@ impl Catalog {
         Result<(), IndicatorError>,
     ) {
         let mut results = Vec::new();
+        let published = self.apply_each(updates, |result| results.push(result));
+        (results, published)
+    }
+
+    /// Applies `updates` in order, hands what each did to `on_result`, and
+    /// publishes one snapshot for all of them.
+    fn apply_each(
+        &mut self,
+        updates: impl IntoIterator<Item = Update>,
+        mut on_result: impl FnMut(Result<Change, IndicatorError>),
+    ) -> Result<(), IndicatorError> {
         let mut added = Vec::new();
         let mut removed = HashSet::new();
         for update in updates {
@@ -166,11 +220,11 @@ impl Catalog {
                     let existed = self
                         .entries
                         .get(&record.id)
-                        .is_some_and(|e| e.live.is_some());
+                        .is_some_and(|e| e.live().is_some());
                     match self.stage(record) {
-                        Ok(Some((slot, record, pattern, old))) => {
+                        Ok(Some((slot, record, old))) => {
                             removed.extend(old);
-                            added.push((slot, record, pattern));
+                            added.push((slot, record));
                             Ok(if existed {
                                 Change::Replaced
                             } else {
@@ -195,15 +249,14 @@ impl Catalog {
                     Ok(change)
                 }
             };
-            results.push(result);
+            on_result(result);
         }
         // Versions replaced within this batch never reach a segment, and
         // their removal concerns no older segment.
-        let staged: HashSet<SlotId> = added.iter().map(|(slot, _, _)| *slot).collect();
-        added.retain(|(slot, _, _)| !removed.contains(slot));
+        let staged: HashSet<SlotId> = added.iter().map(|(slot, _)| *slot).collect();
+        added.retain(|(slot, _)| !removed.contains(slot));
         removed.retain(|slot| !staged.contains(slot));
-        let published = self.publish(added, removed);
-        (results, published)
+        self.publish(added, removed)
     }
 
     /// Applies one update and publishes a new snapshot.
@@ -246,17 +299,15 @@ impl Catalog {
 
     /// Marks `id` revoked; returns the change and the slot to remove.
     fn stage_revoke(&mut self, id: &str, modified: Timestamp) -> (Change, Option<SlotId>) {
-        let entry = self.entries.entry(id.into()).or_insert(Entry {
-            modified,
-            revoked: false,
-            live: None,
-        });
-        if entry.revoked {
+        let entry = self
+            .entries
+            .entry(id.into())
+            .or_insert_with(|| Entry::new(modified));
+        if entry.is_revoked() {
             return (Change::Ignored, None);
         }
-        entry.revoked = true;
         entry.modified = entry.modified.max(modified);
-        (Change::Revoked, entry.live.take())
+        (Change::Revoked, entry.revoke())
     }
 
     /// Forgets `id`; returns the change and the slot to remove.
@@ -264,10 +315,10 @@ impl Catalog {
         let Some(entry) = self.entries.get(id) else {
             return (Change::Ignored, None);
         };
-        if entry.revoked {
+        if entry.is_revoked() {
             return (Change::Ignored, None);
         }
-        let old = entry.live;
+        let old = entry.live();
         self.entries.remove(id);
         match old {
             Some(slot) => (Change::Removed, Some(slot)),
@@ -297,8 +348,8 @@ impl Catalog {
                 if ended && !removed_anywhere.contains(&slot.id) {
                     expired.insert(slot.id);
                     if let Some(entry) = self.entries.get_mut(&slot.record.id) {
-                        if entry.live == Some(slot.id) {
-                            entry.live = None;
+                        if entry.live() == Some(slot.id) {
+                            entry.take_live();
                         }
                     }
                 }
@@ -309,34 +360,39 @@ impl Catalog {
         Ok(count)
     }
 
-    /// Decides what a record does to the entries, without publishing.
+    /// Decides what a record does to the entries, without publishing:
+    /// the slot of the new version (if it is one) and the slot it ends.
+    ///
+    /// The pattern is parsed here to refuse invalid ones, and again when
+    /// its segment is built: keeping a million syntax trees until then
+    /// would cost more memory at load than the indicator set itself, and
+    /// leave the heap fragmented after they are freed.
     #[allow(clippy::type_complexity)]
     fn stage(
         &mut self,
         record: IndicatorRecord,
     ) -> Result<
-        Option<(SlotId, Arc<IndicatorRecord>, Pattern, Option<SlotId>)>,
+        Option<(SlotId, Arc<IndicatorRecord>, Option<SlotId>)>,
         (IndicatorError, Option<SlotId>),
     > {
         if let Some(entry) = self.entries.get(&record.id) {
-            if entry.revoked || record.modified <= entry.modified {
+            if entry.is_revoked() || record.modified <= entry.modified {
                 return Ok(None);
             }
         }
-        let parsed = parse(&record.pattern);
-        let entry = self.entries.entry(Arc::clone(&record.id)).or_insert(Entry {
-            modified: record.modified,
-            revoked: false,
-            live: None,
-        });
+        let parsed = parse(&record.pattern).map(drop);
+        let entry = self
+            .entries
+            .entry(Arc::clone(&record.id))
+            .or_insert_with(|| Entry::new(record.modified));
         entry.modified = record.modified;
-        let old = entry.live.take();
+        let old = entry.take_live();
         match parsed {
-            Ok(pattern) => {
+            Ok(()) => {
                 let slot = self.next_slot;
                 self.next_slot += 1;
-                entry.live = Some(slot);
-                Ok(Some((slot, Arc::new(record), pattern, old)))
+                entry.state = slot;
+                Ok(Some((slot, Arc::new(record), old)))
             }
             Err(error) => Err((
                 IndicatorError::InvalidPattern {
@@ -352,14 +408,14 @@ impl Catalog {
     /// the merge policy asks.
     fn publish(
         &mut self,
-        added: Vec<(SlotId, Arc<IndicatorRecord>, Pattern)>,
+        added: Vec<(SlotId, Arc<IndicatorRecord>)>,
         removed: HashSet<SlotId>,
     ) -> Result<(), IndicatorError> {
         if added.is_empty() && removed.is_empty() {
             return Ok(());
         }
         let mut segments = self.snapshot.segments.clone();
-        let fresh = Segment::build(added, removed).map_err(IndicatorError::Compile)?;
+        let fresh = Segment::build(added, removed)?;
         segments.push(Arc::new(fresh));
 
         // Merge the newest segments while the newest is at least as large
@@ -418,22 +474,13 @@ fn merge(segments: &[Arc<Segment>]) -> Result<Segment, IndicatorError> {
             }
         }
     }
-    let mut entries = Vec::new();
-    for s in segments {
-        for slot in &s.slots {
-            if removed_here.contains(&slot.id) {
-                continue;
-            }
-            // The text parsed when the record was staged; it parses again.
-            let pattern =
-                parse(&slot.record.pattern).map_err(|error| IndicatorError::InvalidPattern {
-                    id: Arc::clone(&slot.record.id),
-                    error,
-                })?;
-            entries.push((slot.id, Arc::clone(&slot.record), pattern));
-        }
-    }
-    Segment::build(entries, removed_older).map_err(IndicatorError::Compile)
+    let entries = segments
+        .iter()
+        .flat_map(|s| s.slots.iter())
+        .filter(|slot| !removed_here.contains(&slot.id))
+        .map(|slot| (slot.id, Arc::clone(&slot.record)))
+        .collect();
+    Segment::build(entries, removed_older)
 }
 
 #[cfg(test)]

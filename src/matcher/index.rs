@@ -27,37 +27,17 @@ pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// What an anchor points at: an index into the segment's leaf table.
 pub(crate) type Target = u32;
 
-/// The targets under one key; one target needs no allocation.
-#[derive(Clone, Debug)]
-pub(crate) enum Posting {
-    One(Target),
-    Many(Vec<Target>),
-}
+/// The targets under one key, in four bytes: one target is stored as it
+/// is; several are stored in the map's overflow lists, and the value is
+/// [`MANY`] plus the list's index.
+type Posting = u32;
 
-impl Posting {
-    fn push(&mut self, target: Target) {
-        match self {
-            Posting::One(first) => *self = Posting::Many(vec![*first, target]),
-            Posting::Many(all) => all.push(target),
-        }
-    }
+/// Marks a [`Posting`] that names an overflow list. Targets stay below it
+/// (a segment refuses to grow past [`MAX_TARGETS`] leaves).
+const MANY: Posting = 1 << 31;
 
-    fn extend_into(&self, out: &mut Vec<Target>) {
-        match self {
-            Posting::One(t) => out.push(*t),
-            Posting::Many(all) => out.extend_from_slice(all),
-        }
-    }
-}
-
-fn post<K: std::hash::Hash + Eq>(map: &mut FastMap<K, Posting>, key: K, target: Target) {
-    match map.get_mut(&key) {
-        Some(posting) => posting.push(target),
-        None => {
-            map.insert(key, Posting::One(target));
-        }
-    }
-}
+/// Most leaves one segment may hold, so that targets fit a [`Posting`].
+pub(crate) const MAX_TARGETS: usize = MANY as usize;
 
 /// A hash map with an optional membership filter in front of it.
 ///
@@ -68,6 +48,8 @@ fn post<K: std::hash::Hash + Eq>(map: &mut FastMap<K, Posting>, key: K, target: 
 /// whose value fails the filter never touches the table.
 pub(crate) struct FilteredMap<K> {
     map: FastMap<K, Posting>,
+    /// Targets of the keys that have more than one.
+    many: Vec<Vec<Target>>,
     filter: Option<Prefilter>,
 }
 
@@ -78,20 +60,36 @@ impl<K: std::hash::Hash + Eq> FilteredMap<K> {
     fn new() -> FilteredMap<K> {
         FilteredMap {
             map: FastMap::default(),
+            many: Vec::new(),
             filter: None,
         }
     }
 
     fn post(&mut self, key: K, target: Target) {
-        post(&mut self.map, key, target);
+        debug_assert!(target < MANY, "targets stay below the overflow mark");
+        match self.map.get_mut(&key) {
+            None => {
+                self.map.insert(key, target);
+            }
+            Some(posting) if *posting & MANY != 0 => {
+                self.many[(*posting & !MANY) as usize].push(target);
+            }
+            Some(posting) => {
+                let list = self.many.len() as Posting | MANY;
+                self.many.push(vec![*posting, target]);
+                *posting = list;
+            }
+        }
     }
 
     fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
 
-    /// Builds the filter once every key is in.
+    /// Releases spare capacity and builds the filter once every key is in.
     fn finish(&mut self) {
+        self.map.shrink_to_fit();
+        self.many.shrink_to_fit();
         if self.map.len() >= FILTER_MIN_KEYS {
             let mut filter = Prefilter::with_keys(self.map.len());
             for key in self.map.keys() {
@@ -101,7 +99,8 @@ impl<K: std::hash::Hash + Eq> FilteredMap<K> {
         }
     }
 
-    fn get<Q>(&self, key: &Q) -> Option<&Posting>
+    /// The targets posted under `key`.
+    fn get<Q>(&self, key: &Q) -> Option<&[Target]>
     where
         K: std::borrow::Borrow<Q>,
         Q: std::hash::Hash + Eq + ?Sized,
@@ -111,7 +110,12 @@ impl<K: std::hash::Hash + Eq> FilteredMap<K> {
                 return None;
             }
         }
-        self.map.get(key)
+        let posting = self.map.get(key)?;
+        if posting & MANY == 0 {
+            Some(std::slice::from_ref(posting))
+        } else {
+            self.many.get((posting & !MANY) as usize).map(Vec::as_slice)
+        }
     }
 }
 
@@ -173,8 +177,9 @@ pub(crate) struct FieldIndex {
     wants_bytes: bool,
     /// IPv4 networks by prefix length, longest first.
     ip4: Vec<(u8, FilteredMap<u32>)>,
-    /// IPv6 networks by prefix length, longest first.
-    ip6: Vec<(u8, FilteredMap<u128>)>,
+    /// IPv6 networks by prefix length, longest first, keyed by the
+    /// address's two halves (eight-byte alignment keeps the entries small).
+    ip6: Vec<(u8, FilteredMap<[u64; 2]>)>,
     ip_contains: Vec<(IpNet, Target)>,
     substrings: Vec<(Box<[u8]>, Target)>,
     automaton: Option<(AhoCorasick, Vec<Vec<Target>>)>,
@@ -253,7 +258,7 @@ impl FieldIndex {
             }
             AnchorKind::IpWithin(IpNet::V6(net)) => {
                 let map = by_prefix(&mut self.ip6, net.prefix_len());
-                map.post(u128::from(net.network()), target);
+                map.post(halves(u128::from(net.network())), target);
             }
             AnchorKind::IpContains(net) => self.ip_contains.push((*net, target)),
             AnchorKind::Substring(bytes) => self.substrings.push((bytes.clone(), target)),
@@ -333,7 +338,7 @@ impl FieldIndex {
             Reading::HexBytes | Reading::Base64Bytes => {
                 if let Some(bytes) = self.decode(reached.value) {
                     if let Some(p) = self.exact.get(&ExactKey::Bytes(bytes.as_slice().into())) {
-                        p.extend_into(out);
+                        out.extend_from_slice(p);
                     }
                     self.scan_bytes(&bytes, out);
                 }
@@ -352,7 +357,7 @@ impl FieldIndex {
                     ExactKey::from_f64(n.as_f64().unwrap_or(f64::NAN))
                 };
                 if let Some(p) = self.exact.get(&key) {
-                    p.extend_into(out);
+                    out.extend_from_slice(p);
                 }
                 if let Some(f) = n.as_f64() {
                     range_scan(&self.ranges.num, &f, |a, b| a.total_cmp(b), out);
@@ -360,7 +365,7 @@ impl FieldIndex {
             }
             &Value::Bool(b) => {
                 if let Some(p) = self.exact.get(&ExactKey::Bool(b)) {
-                    p.extend_into(out);
+                    out.extend_from_slice(p);
                 }
             }
             _ => {}
@@ -370,7 +375,7 @@ impl FieldIndex {
     fn lookup_str(&self, s: &str, out: &mut Vec<Target>) {
         let probe = |key: &ExactKey, out: &mut Vec<Target>| {
             if let Some(p) = self.exact.get(key) {
-                p.extend_into(out);
+                out.extend_from_slice(p);
             }
         };
         if !self.exact_str.is_empty() {
@@ -382,7 +387,7 @@ impl FieldIndex {
                 self.exact_str.get(s)
             };
             if let Some(p) = found {
-                p.extend_into(out);
+                out.extend_from_slice(p);
             }
         }
         if self.wants_bytes {
@@ -435,7 +440,7 @@ impl FieldIndex {
                         u32::MAX << (32 - u32::from(len))
                     };
                     if let Some(p) = map.get(&(addr & mask)) {
-                        p.extend_into(out);
+                        out.extend_from_slice(p);
                     }
                 }
             }
@@ -448,8 +453,8 @@ impl FieldIndex {
                     } else {
                         u128::MAX << (128 - u32::from(len))
                     };
-                    if let Some(p) = map.get(&(addr & mask)) {
-                        p.extend_into(out);
+                    if let Some(p) = map.get(&halves(addr & mask)) {
+                        out.extend_from_slice(p);
                     }
                 }
             }
@@ -488,6 +493,11 @@ impl FieldIndex {
             _ => base64::engine::general_purpose::STANDARD.decode(text).ok(),
         }
     }
+}
+
+/// An IPv6 address as its high and low 64 bits.
+fn halves(addr: u128) -> [u64; 2] {
+    [(addr >> 64) as u64, addr as u64]
 }
 
 /// The map for prefix length `len`, kept sorted longest first.

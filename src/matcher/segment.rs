@@ -7,10 +7,11 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::anchor::{LeafAnchors, leaf_anchors};
-use super::index::{FastMap, FieldIndex, Target};
+use super::catalog::IndicatorError;
+use super::index::{FastMap, FieldIndex, MAX_TARGETS, Target};
 use super::{IndicatorRecord, SlotId};
 use crate::eval::{for_each_reached, object_matches};
-use crate::pattern::{ComparisonExpr, ObservationExpr, Pattern};
+use crate::pattern::{ComparisonExpr, ObservationExpr, Pattern, parse};
 use crate::stix::observation::Observation;
 
 /// How a matched indicator is confirmed.
@@ -94,14 +95,19 @@ pub(crate) fn leaves(pattern: &Pattern) -> Vec<&ComparisonExpr> {
 
 impl Segment {
     /// Compiles `entries` into one segment that also removes `removed`.
+    /// Each pattern is parsed here and its syntax tree dropped as soon as
+    /// it is indexed, unless its plan needs it.
     ///
     /// # Errors
     ///
-    /// Fails when an automaton or regex set exceeds its size limit.
+    /// Fails when a pattern does not parse (the catalog checked them, so
+    /// only a broken invariant gets here), when the segment would hold
+    /// more than [`MAX_TARGETS`] leaves, or when an automaton or regex set
+    /// exceeds its size limit.
     pub(crate) fn build(
-        entries: Vec<(SlotId, Arc<IndicatorRecord>, Pattern)>,
+        entries: Vec<(SlotId, Arc<IndicatorRecord>)>,
         removed: HashSet<SlotId>,
-    ) -> Result<Segment, String> {
+    ) -> Result<Segment, IndicatorError> {
         let mut segment = Segment {
             slots: Vec::with_capacity(entries.len()),
             leaves: Vec::with_capacity(entries.len()),
@@ -113,7 +119,12 @@ impl Segment {
         let mut field_pos: FastMap<crate::pattern::ObjectPath, (Box<str>, usize)> =
             FastMap::default();
 
-        for (id, record, pattern) in entries {
+        for (id, record) in entries {
+            let pattern =
+                parse(&record.pattern).map_err(|error| IndicatorError::InvalidPattern {
+                    id: Arc::clone(&record.id),
+                    error,
+                })?;
             let slot = segment.slots.len() as u32;
             let single = matches!(pattern.root, ObservationExpr::Observation(_));
             let mut all_exact = single;
@@ -124,6 +135,11 @@ impl Segment {
                     LeafAnchors::Unanchored => (None, false),
                 };
                 all_exact &= exact;
+                if segment.leaves.len() >= MAX_TARGETS {
+                    return Err(IndicatorError::Compile(format!(
+                        "segment leaf count exceeds the limit of {MAX_TARGETS}"
+                    )));
+                }
                 let target = segment.leaves.len() as Target;
                 segment.leaves.push(LeafRef {
                     slot,
@@ -180,7 +196,7 @@ impl Segment {
         }
         for list in segment.fields.values_mut() {
             for field in list {
-                field.finish()?;
+                field.finish().map_err(IndicatorError::Compile)?;
             }
         }
         Ok(segment)
