@@ -32,6 +32,7 @@ use criterion::{Criterion, SamplingMode, Throughput};
 use serde_json::{Value, json};
 use sightline::matcher::Snapshot;
 use sightline::observe::decoder::{Decoder, builtin_mapping};
+use sightline::observe::fields::Fields;
 use sightline::pipeline::{Pipeline, PipelineConfig};
 use sightline::stix::timestamp::Timestamp;
 
@@ -502,6 +503,28 @@ fn bench_pipeline(c: &mut Criterion, snapshot: &Snapshot, lines: &[String]) {
             for line in lines {
                 black_box(pipeline.process(snapshot, line, &mut out));
                 out.clear();
+            }
+        })
+    });
+
+    // The first two stages alone, to show where the path spends its time.
+    let mapping = builtin_mapping("ecs").expect("the shipped ECS mapping compiles");
+    let mut fields = Fields::default();
+    group.bench_function("stage_extract", |b| {
+        b.iter(|| {
+            for line in lines {
+                let extracted = mapping.fields().extract_into(line, &mut fields);
+                extracted.expect("generated JSON parses");
+                black_box(&fields);
+            }
+        })
+    });
+    group.bench_function("stage_extract_observe", |b| {
+        b.iter(|| {
+            for line in lines {
+                let extracted = mapping.fields().extract_into(line, &mut fields);
+                extracted.expect("generated JSON parses");
+                black_box(mapping.observe(&fields).map(|(o, _)| o.objects.len()).ok());
             }
         })
     });

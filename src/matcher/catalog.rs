@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::index::FastMap;
+use super::ids::IdTable;
 use super::segment::Segment;
 use super::{IndicatorRecord, SlotId, Snapshot};
 use crate::pattern::{PatternError, parse};
@@ -133,7 +133,7 @@ impl Entry {
 /// The indicator set and its current snapshot.
 pub struct Catalog {
     config: CatalogConfig,
-    entries: FastMap<Arc<str>, Entry>,
+    entries: IdTable<Entry>,
     snapshot: Arc<Snapshot>,
     next_slot: SlotId,
 }
@@ -154,7 +154,7 @@ impl Catalog {
     pub fn with_config(config: CatalogConfig) -> Catalog {
         Catalog {
             config,
-            entries: FastMap::default(),
+            entries: IdTable::default(),
             snapshot: Arc::new(Snapshot::empty()),
             next_slot: 0,
         }
@@ -298,11 +298,12 @@ impl Catalog {
     }
 
     /// Marks `id` revoked; returns the change and the slot to remove.
-    fn stage_revoke(&mut self, id: &str, modified: Timestamp) -> (Change, Option<SlotId>) {
-        let entry = self
-            .entries
-            .entry(id.into())
-            .or_insert_with(|| Entry::new(modified));
+    /// Only a catalog already holding [`IdTable::MAX_LEN`] ids cannot
+    /// remember a revocation of a new id; it ignores it.
+    fn stage_revoke(&mut self, id: &Arc<str>, modified: Timestamp) -> (Change, Option<SlotId>) {
+        let Some(entry) = self.entries.get_or_insert_with(id, || Entry::new(modified)) else {
+            return (Change::Ignored, None);
+        };
         if entry.is_revoked() {
             return (Change::Ignored, None);
         }
@@ -381,10 +382,14 @@ impl Catalog {
             }
         }
         let parsed = parse(&record.pattern).map(drop);
-        let entry = self
+        let Some(entry) = self
             .entries
-            .entry(Arc::clone(&record.id))
-            .or_insert_with(|| Entry::new(record.modified));
+            .get_or_insert_with(&record.id, || Entry::new(record.modified))
+        else {
+            let limit = IdTable::<Entry>::MAX_LEN;
+            let reason = format!("the catalog holds {limit} ids, the most it can");
+            return Err((IndicatorError::Compile(reason), None));
+        };
         entry.modified = record.modified;
         let old = entry.take_live();
         match parsed {

@@ -42,6 +42,7 @@
 
 mod anchor;
 mod catalog;
+mod ids;
 mod index;
 mod segment;
 mod stream;

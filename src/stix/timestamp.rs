@@ -13,6 +13,7 @@
 //! numeric offsets as found in log files.
 
 use std::fmt;
+use std::num::NonZeroU32;
 
 /// Nanoseconds in one second.
 const NANOS_PER_SEC: i64 = 1_000_000_000;
@@ -27,8 +28,14 @@ const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct Timestamp {
     secs: i64,
-    nanos: u32,
+    /// The nanoseconds plus one: the value zero is never used, which lets
+    /// `Option<Timestamp>` take no more room than a timestamp (indicators
+    /// carry two of them, a million indicators at a time).
+    nanos_plus_one: NonZeroU32,
 }
+
+// The niche of `nanos_plus_one` is what keeps optional timestamps small.
+const _: () = assert!(std::mem::size_of::<Option<Timestamp>>() == 16);
 
 /// Why a text is not a valid timestamp.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,17 +58,30 @@ pub enum TimestampError {
 
 impl Timestamp {
     /// The Unix epoch, 1970-01-01T00:00:00Z.
-    pub const EPOCH: Timestamp = Timestamp { secs: 0, nanos: 0 };
+    pub const EPOCH: Timestamp = Timestamp::new(0, 0);
+
+    /// A timestamp from its parts; `nanos` is below one second.
+    const fn new(secs: i64, nanos: u32) -> Timestamp {
+        Timestamp {
+            secs,
+            nanos_plus_one: NonZeroU32::MIN.saturating_add(nanos),
+        }
+    }
+
+    /// The fraction of the second, in nanoseconds.
+    pub fn subsec_nanos(&self) -> u32 {
+        self.nanos_plus_one.get() - 1
+    }
 
     /// Builds a timestamp from seconds since the epoch and a fraction.
     ///
     /// Nanoseconds at or above one second carry into the seconds.
     pub fn from_parts(secs: i64, nanos: u32) -> Timestamp {
         let carry = i64::from(nanos) / NANOS_PER_SEC;
-        Timestamp {
-            secs: secs.saturating_add(carry),
-            nanos: (i64::from(nanos) % NANOS_PER_SEC) as u32,
-        }
+        Timestamp::new(
+            secs.saturating_add(carry),
+            (i64::from(nanos) % NANOS_PER_SEC) as u32,
+        )
     }
 
     /// Builds a timestamp from nanoseconds since the epoch.
@@ -69,7 +89,7 @@ impl Timestamp {
         let secs = nanos.div_euclid(i128::from(NANOS_PER_SEC));
         let frac = nanos.rem_euclid(i128::from(NANOS_PER_SEC)) as u32;
         let secs = secs.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
-        Timestamp { secs, nanos: frac }
+        Timestamp::new(secs, frac)
     }
 
     /// Seconds since the epoch (the fraction is dropped).
@@ -79,7 +99,7 @@ impl Timestamp {
 
     /// Nanoseconds since the epoch.
     pub fn unix_nanos(&self) -> i128 {
-        i128::from(self.secs) * i128::from(NANOS_PER_SEC) + i128::from(self.nanos)
+        i128::from(self.secs) * i128::from(NANOS_PER_SEC) + i128::from(self.subsec_nanos())
     }
 
     /// Parses the strict STIX form: `YYYY-MM-DDTHH:MM:SS[.fraction]Z`.
@@ -114,7 +134,7 @@ impl Timestamp {
     pub fn parse_rfc3339(text: &str) -> Result<Timestamp, TimestampError> {
         let (ts, offset) = parse_with_offset(text)?;
         let shift = i64::from(offset.unwrap_or(0));
-        Ok(Timestamp::from_parts(ts.secs - shift, ts.nanos))
+        Ok(Timestamp::from_parts(ts.secs - shift, ts.subsec_nanos()))
     }
 
     /// The signed difference `self - earlier` in nanoseconds.
@@ -295,8 +315,8 @@ impl fmt::Display for Timestamp {
             of_day / 60 % 60,
             of_day % 60
         )?;
-        if self.nanos != 0 {
-            let frac = format!("{:09}", self.nanos);
+        if self.subsec_nanos() != 0 {
+            let frac = format!("{:09}", self.subsec_nanos());
             write!(f, ".{}", frac.trim_end_matches('0'))?;
         }
         f.write_str("Z")
@@ -312,13 +332,9 @@ impl Timestamp {
         let (year, month, day) = civil_from_days(days);
         let Ok(year @ 0..=9999) = u64::try_from(year) else {
             // Outside four-digit years: the general formatter.
-            let whole = Timestamp {
-                secs: self.secs,
-                nanos: 0,
-            }
-            .to_string();
+            let whole = Timestamp::new(self.secs, 0).to_string();
             let stem = whole.trim_end_matches('Z');
-            return format!("{stem}.{:03}Z", self.nanos / 1_000_000);
+            return format!("{stem}.{:03}Z", self.subsec_nanos() / 1_000_000);
         };
         // Written digit by digit: this runs for every time property of
         // every event, where the formatting machinery is the slow part.
@@ -330,7 +346,7 @@ impl Timestamp {
             (of_day as u64 / 3600, 2, ':'),
             (of_day as u64 / 60 % 60, 2, ':'),
             (of_day as u64 % 60, 2, '.'),
-            (u64::from(self.nanos / 1_000_000), 3, 'Z'),
+            (u64::from(self.subsec_nanos() / 1_000_000), 3, 'Z'),
         ];
         for (value, width, separator) in fields {
             push_padded(&mut out, value, width);
@@ -359,7 +375,7 @@ mod tests {
             format!(
                 "{}.{:03}Z",
                 whole.trim_end_matches('Z'),
-                t.nanos / 1_000_000
+                t.subsec_nanos() / 1_000_000
             )
         };
         let mut secs: i64 = -62_167_219_200; // 0000-01-01
