@@ -220,7 +220,7 @@ pub enum EventError {
         format: String,
     },
     /// The time field is missing or unreadable.
-    #[error("{kind} event: time field {field}: {reason}")]
+    #[error("event of kind {kind}: time field {field}: {reason}")]
     Time {
         /// The kind.
         kind: String,
@@ -230,7 +230,7 @@ pub enum EventError {
         reason: String,
     },
     /// No object could be built from the event.
-    #[error("{kind} event carries none of the fields its mapping uses")]
+    #[error("event of kind {kind} carries none of the fields its mapping uses")]
     Empty {
         /// The kind.
         kind: String,

@@ -94,8 +94,16 @@ impl ClientContext for WorkerContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        // Broker outages surface here; librdkafka keeps reconnecting.
-        tracing::warn!(target: "rdkafka", error = %error, "{reason}");
+        // Broker outages surface here; librdkafka keeps reconnecting. A
+        // failed connection is already in librdkafka's own log line, so
+        // it is repeated only at debug level.
+        let transport = error.rdkafka_error_code()
+            == Some(rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure);
+        if transport {
+            tracing::debug!(target: "rdkafka", error = %error, "{reason}");
+        } else {
+            tracing::warn!(target: "rdkafka", error = %error, "{reason}");
+        }
     }
 }
 
