@@ -152,6 +152,10 @@ pub struct PropertyRule {
     pub reference: Option<String>,
     /// A dictionary of sub-properties.
     pub dict: Option<BTreeMap<String, PropertyConfig>>,
+    /// A constant, the same for every event of the kind (a protocol the
+    /// log implies, a fixed label).
+    #[serde(rename = "const")]
+    pub constant: Option<toml::Value>,
     /// How to normalise the value.
     #[serde(rename = "as", default)]
     pub normalize: Normalize,
@@ -252,6 +256,7 @@ enum Property {
     },
     Ref(String),
     Dict(Vec<(String, Property)>),
+    Const(Value),
 }
 
 #[derive(Debug, Clone)]
@@ -710,9 +715,21 @@ fn compile_property(
         rule.template.is_some(),
         rule.reference.is_some(),
         rule.dict.is_some(),
+        rule.constant.is_some(),
     ];
     if sources.iter().filter(|s| **s).count() != 1 {
-        return Err("a property needs exactly one of field, template, ref or dict".into());
+        return Err("a property needs exactly one of field, template, ref, dict or const".into());
+    }
+    if let Some(constant) = &rule.constant {
+        if rule.normalize != Normalize::Raw {
+            return Err("a const is written as it should appear: it takes no `as`".into());
+        }
+        let value = toml_to_json(constant);
+        return Ok(Property::Const(if rule.list && !value.is_array() {
+            Value::Array(vec![value])
+        } else {
+            value
+        }));
     }
     if let Some(path) = &rule.field {
         return Ok(Property::Field {
@@ -781,7 +798,7 @@ fn first_fields(property: &Property) -> Option<Vec<FieldRef>> {
                 })
                 .collect(),
         ),
-        Property::Ref(_) | Property::Dict(_) => None,
+        Property::Ref(_) | Property::Dict(_) | Property::Const(_) => None,
     }
 }
 
@@ -810,6 +827,7 @@ fn evaluate(property: &Property, fields: &Fields, time_format: TimeFormat) -> Op
             finish(&Value::String(text), *normalize, *list, time_format)
         }
         Property::Ref(_) => None,
+        Property::Const(value) => Some(value.clone()),
         Property::Dict(entries) => {
             let map: Map<String, Value> = entries
                 .iter()
@@ -1073,6 +1091,39 @@ hashes = { dict = { MD5 = { field = "fileinfo.md5", as = "hash" }, "SHA-256" = {
             Some(&json!({"type": "file", "name": "a.exe",
                          "hashes": {"MD5": "abcdef0123456789abcdef0123456789"}}))
         );
+    }
+
+    #[test]
+    fn constants_are_written_as_given_and_refused_with_a_normaliser() {
+        let text = r#"
+format = "proxy"
+[[kind]]
+name = "request"
+detect = { fields = ["client"] }
+time = { field = "when", format = "epoch" }
+[[kind.object]]
+key = "client"
+type = "ip"
+properties = { value = { field = "client", as = "ip" } }
+[[kind.object]]
+key = "traffic"
+type = "network-traffic"
+requires = ["client"]
+properties = { src_ref = { ref = "client" }, protocols = { const = ["tcp", "http"] }, note = { const = "proxy", list = true } }
+"#;
+        let mapping = Mapping::from_toml("proxy", text).unwrap();
+        let obs = observe(&mapping, r#"{"when": 1, "client": "10.0.0.9"}"#).unwrap();
+        let traffic = object(&obs, "traffic").unwrap();
+        assert_eq!(traffic["protocols"], serde_json::json!(["tcp", "http"]));
+        assert_eq!(traffic["note"], serde_json::json!(["proxy"]));
+        assert_eq!(traffic["src_ref"], "client");
+
+        let bad = text.replace(r#"const = "proxy""#, r#"const = "proxy", as = "lowercase""#);
+        let error = Mapping::from_toml("proxy", &bad).unwrap_err().to_string();
+        assert!(error.contains("takes no `as`"), "{error}");
+        let both = text.replace(r#"const = "proxy""#, r#"const = "proxy", field = "client""#);
+        let error = Mapping::from_toml("proxy", &both).unwrap_err().to_string();
+        assert!(error.contains("exactly one of"), "{error}");
     }
 
     #[test]
