@@ -179,8 +179,12 @@ pub enum Normalize {
     Lowercase,
     /// Lower-cased, without a trailing dot.
     Domain,
-    /// An IP address in canonical text.
+    /// An IP address in canonical text; from `address:port` (or
+    /// `[v6-address]:port`) the address.
     Ip,
+    /// A port number: a number, numeric text, or the port of
+    /// `address:port`.
+    Port,
     /// A hex digest, lower-cased.
     Hash,
     /// A URL; `http://` put in front when it has no scheme.
@@ -891,7 +895,11 @@ fn normalize_one(value: &Value, normalize: Normalize, time_format: TimeFormat) -
         Normalize::Ip => {
             let text = text()?;
             let trimmed = text.trim();
-            let net = parse_ip_net(trimmed)?;
+            let Some(net) = parse_ip_net(trimmed) else {
+                let (host, _) = split_endpoint(trimmed)?;
+                let net = parse_ip_net(host).filter(|n| n.prefix_len() == n.max_prefix_len())?;
+                return Some(Value::String(net.addr().to_string()));
+            };
             Value::String(if trimmed.contains('/') {
                 net.to_string()
             } else if !trimmed.contains(':') {
@@ -901,6 +909,20 @@ fn normalize_one(value: &Value, normalize: Normalize, time_format: TimeFormat) -
             } else {
                 net.addr().to_string()
             })
+        }
+        Normalize::Port => {
+            let port = match value {
+                Value::Number(n) => n.as_u64().and_then(|p| u16::try_from(p).ok())?,
+                _ => {
+                    let text = text()?;
+                    let trimmed = text.trim();
+                    match trimmed.parse::<u16>() {
+                        Ok(port) => port,
+                        Err(_) => split_endpoint(trimmed)?.1,
+                    }
+                }
+            };
+            Value::from(port)
         }
         Normalize::Url => {
             let text = text()?;
@@ -914,6 +936,24 @@ fn normalize_one(value: &Value, normalize: Normalize, time_format: TimeFormat) -
             Value::String(parse_time(value, time_format).ok()?.to_stix_millis())
         }
     })
+}
+
+/// The host and port of `host:port` or `[host]:port` (the brackets are
+/// how an IPv6 address carries a port).
+fn split_endpoint(text: &str) -> Option<(&str, u16)> {
+    let (host, port) = match text.strip_prefix('[') {
+        Some(rest) => rest.split_once("]:")?,
+        None => {
+            let (host, port) = text.rsplit_once(':')?;
+            // A second colon means an IPv6 address without brackets.
+            if host.contains(':') {
+                return None;
+            }
+            (host, port)
+        }
+    };
+    let port = port.parse::<u16>().ok()?;
+    (!host.is_empty()).then_some((host, port))
 }
 
 fn read_time(fields: &Fields, kind: &Kind) -> Result<Timestamp, EventError> {
@@ -1091,6 +1131,27 @@ hashes = { dict = { MD5 = { field = "fileinfo.md5", as = "hash" }, "SHA-256" = {
             Some(&json!({"type": "file", "name": "a.exe",
                          "hashes": {"MD5": "abcdef0123456789abcdef0123456789"}}))
         );
+    }
+
+    #[test]
+    fn addresses_and_ports_are_read_from_endpoints() {
+        let ip = |v: Value| normalize_one(&v, Normalize::Ip, TimeFormat::Rfc3339);
+        let port = |v: Value| normalize_one(&v, Normalize::Port, TimeFormat::Rfc3339);
+        use serde_json::json;
+        assert_eq!(ip(json!("198.51.100.7:443")), Some(json!("198.51.100.7")));
+        assert_eq!(ip(json!("[2001:0db8::1]:8443")), Some(json!("2001:db8::1")));
+        assert_eq!(ip(json!("2001:db8::1")), Some(json!("2001:db8::1")));
+        assert_eq!(ip(json!("example.net:443")), None);
+        assert_eq!(ip(json!("198.51.100.0/24:443")), None);
+        assert_eq!(port(json!("198.51.100.7:443")), Some(json!(443)));
+        assert_eq!(port(json!("[2001:db8::1]:8443")), Some(json!(8443)));
+        assert_eq!(port(json!("example.net:25")), Some(json!(25)));
+        assert_eq!(port(json!(" 53 ")), Some(json!(53)));
+        assert_eq!(port(json!(53)), Some(json!(53)));
+        assert_eq!(port(json!(70000)), None);
+        assert_eq!(port(json!("198.51.100.7:99999")), None);
+        assert_eq!(port(json!("2001:db8::1")), None);
+        assert_eq!(port(json!("[2001:db8::1]")), None);
     }
 
     #[test]
