@@ -56,7 +56,7 @@ pub use stream::{Match, StreamConfig, StreamState, StreamStats};
 
 use crate::stix::observation::Observation;
 use crate::stix::timestamp::Timestamp;
-use segment::{LeafHit, Segment};
+use segment::{LeafHit, Scratch, Segment};
 
 /// Identifies one compiled version of an indicator inside snapshots.
 pub type SlotId = u64;
@@ -149,7 +149,7 @@ impl Snapshot {
     pub(crate) fn leaf_hits<'s>(
         &'s self,
         obs: &Observation,
-        scratch: &mut Vec<(u32, u32)>,
+        scratch: &mut Scratch,
         out: &mut Vec<LeafHit<'s>>,
     ) {
         for (i, segment) in self.segments.iter().enumerate() {

@@ -65,6 +65,16 @@ impl std::ops::AddAssign for CompileStats {
     }
 }
 
+/// Buffers of candidate lookups, kept by the caller from one observation
+/// to the next so that matching allocates nothing when nothing hits.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// (target, object number) pairs found on the observation.
+    pairs: Vec<(Target, u32)>,
+    /// Targets found for one value.
+    targets: Vec<Target>,
+}
+
 /// A leaf that held on an observation.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct LeafHit<'s> {
@@ -207,11 +217,11 @@ impl Segment {
     pub(crate) fn leaf_hits<'s>(
         &'s self,
         obs: &Observation,
-        scratch: &mut Vec<(Target, u32)>,
+        scratch: &mut Scratch,
         out: &mut Vec<LeafHit<'s>>,
     ) {
-        scratch.clear();
-        let mut targets = Vec::new();
+        let Scratch { pairs, targets } = scratch;
+        pairs.clear();
         for (object_no, object) in obs.objects.iter().enumerate() {
             let object_no = object_no as u32;
             let ty = object.object_type.as_str();
@@ -219,23 +229,23 @@ impl Segment {
                 for field in fields {
                     for_each_reached(&field.path, ty, &object.value, obs, &mut |reached| {
                         targets.clear();
-                        field.lookup(&reached, &mut targets);
-                        scratch.extend(targets.iter().map(|t| (*t, object_no)));
+                        field.lookup(&reached, targets);
+                        pairs.extend(targets.iter().map(|t| (*t, object_no)));
                     });
                 }
             }
             if let Some(list) = self.unanchored.get(ty) {
-                scratch.extend(list.iter().map(|t| (*t, object_no)));
+                pairs.extend(list.iter().map(|t| (*t, object_no)));
             }
         }
-        if scratch.is_empty() {
+        if pairs.is_empty() {
             return;
         }
-        scratch.sort_unstable();
-        scratch.dedup();
+        pairs.sort_unstable();
+        pairs.dedup();
 
         let mut last_target = None;
-        for &(target, object_no) in scratch.iter() {
+        for &(target, object_no) in pairs.iter() {
             if last_target == Some(target) {
                 continue; // already confirmed on another object
             }

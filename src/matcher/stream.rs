@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::index::FastMap;
-use super::segment::{LeafHit, Plan};
+use super::segment::{LeafHit, Plan, Scratch};
 use super::{IndicatorRecord, SlotId, Snapshot};
 use crate::eval::{ObservationSet, bindings_including};
 use crate::pattern::{ComparisonExpr, ObservationExpr, Pattern, Qualifier};
@@ -108,7 +108,7 @@ pub struct StreamState {
     watermark: Option<Timestamp>,
     stats: StreamStats,
     /// Candidate buffer reused between observations.
-    scratch: Vec<(u32, u32)>,
+    scratch: Scratch,
 }
 
 impl StreamState {
