@@ -25,7 +25,7 @@ const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
 ///
 /// Ordering is chronological. Printing gives RFC 3339 in UTC with `Z`, with
 /// the fraction shortened to the digits it needs (none when it is zero).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp {
     secs: i64,
     /// The nanoseconds plus one: the value zero is never used, which lets
@@ -301,6 +301,13 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month as u32, day)
+}
+
+/// Debug output is the RFC 3339 text, which says more than the fields.
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Timestamp({self})")
+    }
 }
 
 impl fmt::Display for Timestamp {
