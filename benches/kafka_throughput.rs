@@ -80,7 +80,7 @@ fn main() {
     let mut raw = Vec::new();
     let mut worker = Vec::new();
     for round in 0..ROUNDS {
-        let seconds = raw_consume(&brokers, &events_topic, events);
+        let seconds = raw_consume(&brokers, &events_topic, &run, round, events);
         eprintln!(
             "round {round}: plain consumer {:.0} events/s",
             events as f64 / seconds
@@ -208,14 +208,16 @@ fn produce(brokers: &str, topic: &str, messages: impl Iterator<Item = (String, S
     producer.flush(Duration::from_secs(300)).expect("flush");
 }
 
-/// Seconds a plain consumer takes to read `count` messages.
-fn raw_consume(brokers: &str, topic: &str, count: u64) -> f64 {
+/// Longest a side may take to read the topic before the bench gives up.
+const ROUND_LIMIT: Duration = Duration::from_secs(600);
+
+/// Seconds a plain consumer takes to read `count` messages, in a group of
+/// its own for this round (a group that has read the topic before would
+/// start at its end).
+fn raw_consume(brokers: &str, topic: &str, run: &str, round: usize, count: u64) -> f64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set(
-            "group.id",
-            format!("{topic}-raw-{}", Instant::now().elapsed().as_nanos()),
-        )
+        .set("group.id", format!("{run}-raw-{round}"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "true")
         .create()
@@ -224,7 +226,12 @@ fn raw_consume(brokers: &str, topic: &str, count: u64) -> f64 {
     let mut read = 0u64;
     let mut bytes = 0usize;
     let mut started = None;
+    let began = Instant::now();
     while read < count {
+        assert!(
+            began.elapsed() < ROUND_LIMIT,
+            "the plain consumer read {read} of {count} events in {ROUND_LIMIT:?}"
+        );
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
             started.get_or_insert_with(Instant::now);
             bytes += message.payload().map_or(0, <[u8]>::len);
@@ -271,8 +278,13 @@ fn worker_consume(
         .spawn()
         .expect("sightline run");
     let mut started = None;
+    let began = Instant::now();
     let seconds = loop {
         std::thread::sleep(Duration::from_millis(20));
+        if began.elapsed() > ROUND_LIMIT {
+            let _ = child.kill();
+            panic!("sightline run did not process {count} events in {ROUND_LIMIT:?}");
+        }
         if let Ok(Some(status)) = child.try_wait() {
             panic!("sightline run exited: {status}");
         }

@@ -96,10 +96,14 @@ impl ClientContext for WorkerContext {
     fn error(&self, error: KafkaError, reason: &str) {
         // Broker outages surface here; librdkafka keeps reconnecting. A
         // failed connection is already in librdkafka's own log line, so
-        // it is repeated only at debug level.
-        let transport = error.rdkafka_error_code()
-            == Some(rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure);
-        if transport {
+        // it is repeated only at debug level; the end of a partition is
+        // news, not an error.
+        use rdkafka::types::RDKafkaErrorCode;
+        let quiet = matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::PartitionEOF)
+        );
+        if quiet {
             tracing::debug!(target: "rdkafka", error = %error, "{reason}");
         } else {
             tracing::warn!(target: "rdkafka", error = %error, "{reason}");
