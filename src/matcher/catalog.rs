@@ -387,7 +387,10 @@ impl Catalog {
             .get_or_insert_with(&record.id, || Entry::new(record.modified))
         else {
             let limit = IdTable::<Entry>::MAX_LEN;
-            let reason = format!("the catalog holds {limit} ids, the most it can");
+            let reason = format!(
+                "indicator {}: the catalog's id count would exceed the limit of {limit}",
+                record.id
+            );
             return Err((IndicatorError::Compile(reason), None));
         };
         entry.modified = record.modified;

@@ -97,9 +97,11 @@ impl<V> IdTable<V> {
         let last = self.entries.len() - 1;
         if at != last {
             let moved = self.hasher.hash_one(&*self.entries[last].0);
-            if let Some(p) = self.positions.find_mut(moved, |&p| p as usize == last) {
-                *p = at as u32;
-            }
+            let position = self
+                .positions
+                .find_mut(moved, |&p| p as usize == last)
+                .expect("every entry's position is in the table");
+            *position = at as u32;
         }
         Some(self.entries.swap_remove(at).1)
     }

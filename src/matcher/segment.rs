@@ -147,7 +147,9 @@ impl Segment {
                 all_exact &= exact;
                 if segment.leaves.len() >= MAX_TARGETS {
                     return Err(IndicatorError::Compile(format!(
-                        "segment leaf count exceeds the limit of {MAX_TARGETS}"
+                        "indicator {}: the segment's leaf count would exceed the limit of \
+                         {MAX_TARGETS}",
+                        record.id
                     )));
                 }
                 let target = segment.leaves.len() as Target;

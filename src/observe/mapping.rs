@@ -728,6 +728,9 @@ fn compile_property(
         if rule.normalize != Normalize::Raw {
             return Err("a const is written as it should appear: it takes no `as`".into());
         }
+        if !is_usable_constant(constant) {
+            return Err("a const must hold a value: no empty list or table, no nan or inf".into());
+        }
         let value = toml_to_json(constant);
         return Ok(Property::Const(if rule.list && !value.is_array() {
             Value::Array(vec![value])
@@ -916,9 +919,9 @@ fn normalize_one(value: &Value, normalize: Normalize, time_format: TimeFormat) -
                 _ => {
                     let text = text()?;
                     let trimmed = text.trim();
-                    match trimmed.parse::<u16>() {
-                        Ok(port) => port,
-                        Err(_) => split_endpoint(trimmed)?.1,
+                    match parse_port(trimmed) {
+                        Some(port) => port,
+                        None => split_endpoint(trimmed)?.1,
                     }
                 }
             };
@@ -952,8 +955,17 @@ fn split_endpoint(text: &str) -> Option<(&str, u16)> {
             (host, port)
         }
     };
-    let port = port.parse::<u16>().ok()?;
+    let port = parse_port(port)?;
     (!host.is_empty()).then_some((host, port))
+}
+
+/// A port number written in decimal digits only (`u16::from_str` would
+/// also take a leading `+`).
+fn parse_port(text: &str) -> Option<u16> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
 fn read_time(fields: &Fields, kind: &Kind) -> Result<Timestamp, EventError> {
@@ -1022,6 +1034,17 @@ fn decimal_nanos(text: &str, places: u32) -> Option<i128> {
         value = value * 10 + digit;
     }
     Some(if negative { -value } else { value })
+}
+
+/// True when `value` gives a JSON value worth writing: no empty list or
+/// table anywhere in it, and no float JSON cannot hold.
+fn is_usable_constant(value: &toml::Value) -> bool {
+    match value {
+        toml::Value::Float(f) => f.is_finite(),
+        toml::Value::Array(items) => !items.is_empty() && items.iter().all(is_usable_constant),
+        toml::Value::Table(t) => !t.is_empty() && t.values().all(is_usable_constant),
+        _ => true,
+    }
 }
 
 fn toml_to_json(value: &toml::Value) -> Value {
@@ -1152,6 +1175,9 @@ hashes = { dict = { MD5 = { field = "fileinfo.md5", as = "hash" }, "SHA-256" = {
         assert_eq!(port(json!("198.51.100.7:99999")), None);
         assert_eq!(port(json!("2001:db8::1")), None);
         assert_eq!(port(json!("[2001:db8::1]")), None);
+        assert_eq!(port(json!("+443")), None);
+        assert_eq!(port(json!("198.51.100.7:+443")), None);
+        assert_eq!(port(json!(":443")), None);
     }
 
     #[test]
@@ -1182,6 +1208,14 @@ properties = { src_ref = { ref = "client" }, protocols = { const = ["tcp", "http
         let bad = text.replace(r#"const = "proxy""#, r#"const = "proxy", as = "lowercase""#);
         let error = Mapping::from_toml("proxy", &bad).unwrap_err().to_string();
         assert!(error.contains("takes no `as`"), "{error}");
+        for empty in ["[]", "{}", "nan", "[1, []]"] {
+            let bad = text.replace(r#"const = "proxy""#, &format!("const = {empty}"));
+            let error = Mapping::from_toml("proxy", &bad).unwrap_err().to_string();
+            assert!(
+                error.contains("a const must hold a value"),
+                "{empty}: {error}"
+            );
+        }
         let both = text.replace(r#"const = "proxy""#, r#"const = "proxy", field = "client""#);
         let error = Mapping::from_toml("proxy", &both).unwrap_err().to_string();
         assert!(error.contains("exactly one of"), "{error}");
