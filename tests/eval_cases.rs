@@ -1577,3 +1577,46 @@ fn empty_observation_set() {
         .collect();
     check_named("empty observation set", &cases);
 }
+
+// ---- the binding a stream reports ----------------------------------------
+
+/// A stream asks, for each new hit, for a binding that uses it; the
+/// interpreter then builds only the smallest one. Six hits one second
+/// apart, the newest required: `REPEATS 3` gives one binding per possible
+/// start ({0,1,5}, {1,2,5}, {2,3,5}, {3,4,5}), and the first of them is
+/// the one reported. Under `WITHIN 3 SECONDS` only the starts 3 and 4
+/// apart from the newest fit, and starting at 4 leaves too few hits.
+#[test]
+fn a_new_hit_gets_the_smallest_binding_that_uses_it() {
+    use sightline::eval::{Binding, bindings_including};
+    let document = doc((0..6).map(|s| once(&at(s), "a")).collect());
+    let observations: Vec<Observation> = observations_from_document(&document)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("fixtures are valid observed-data");
+    let binding = |indexes: &[usize]| Binding {
+        uses: indexes.iter().map(|&i| (i, 1)).collect(),
+    };
+    let cases = [
+        (
+            "[x-event:name = 'a'] REPEATS 3 TIMES",
+            Some(binding(&[0, 1, 5])),
+        ),
+        (
+            "[x-event:name = 'a'] REPEATS 3 TIMES WITHIN 3 SECONDS",
+            Some(binding(&[3, 4, 5])),
+        ),
+        ("[x-event:name = 'a'] REPEATS 7 TIMES", None),
+        (
+            "[x-event:name = 'b'] OR [x-event:name = 'a'] REPEATS 2 TIMES",
+            Some(binding(&[0, 5])),
+        ),
+    ];
+    for (text, expected) in cases {
+        let pattern = parse(text).expect("case patterns parse");
+        let found = bindings_including(&pattern.root, observations.as_slice(), Some(5))
+            .expect("small enumeration");
+        let first = found.into_iter().find(|b| b.observations().any(|i| i == 5));
+        assert_eq!(first, expected, "{text}");
+    }
+}

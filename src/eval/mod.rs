@@ -181,9 +181,11 @@ pub fn bindings<S: ObservationSet + ?Sized>(
     bindings_including(expr, set, None)
 }
 
-/// The bindings of `expr` over `set`; with `required`, only (at least)
-/// those that use observation `required`, which is what a stream needs when
-/// that observation has just arrived.
+/// The bindings of `expr` over `set`; with `required`, only bindings that
+/// use observation `required`, which is what a stream needs when that
+/// observation has just arrived. With `required` the set may leave out
+/// bindings other than the first (the smallest): there is one exactly when
+/// some binding uses `required`.
 ///
 /// # Errors
 ///
@@ -199,6 +201,7 @@ pub fn bindings_including<S: ObservationSet + ?Sized>(
         windows: Vec::new(),
         span_only: true,
         required,
+        first_only: required.is_some(),
     };
     let found = bindings_from(expr, set, &mut next_leaf, &context)?;
     Ok(match required {
@@ -228,6 +231,10 @@ struct Context {
     /// Observation every reported binding must use (see
     /// [`bindings_including`]).
     required: Option<usize>,
+    /// Only the smallest binding that uses `required` is wanted from this
+    /// expression (it is the whole pattern, or an `OR` operand of it, under
+    /// qualifiers only): a stream asks for one binding per new hit.
+    first_only: bool,
 }
 
 impl Context {
@@ -251,6 +258,7 @@ impl Context {
     fn nested(&self) -> Context {
         Context {
             span_only: false,
+            first_only: false,
             ..self.clone()
         }
     }
@@ -390,54 +398,99 @@ fn repeats_of_leaf<S: ObservationSet + ?Sized>(
     set: &S,
     context: &Context,
 ) -> BTreeSet<Binding> {
-    let hits: Vec<usize> = (0..set.len())
+    // Each hit with its interval and count, read once: a stream asks this
+    // for every new hit over a window of hundreds.
+    let hits: Vec<Hit> = (0..set.len())
         .filter(|&i| context.observation_allowed(i, set))
         .filter(|&i| set.leaf_matches(leaf, comparison, i))
+        .map(|i| {
+            let (first, last) = set.interval(i);
+            Hit {
+                index: i,
+                first,
+                last,
+                count: set.count(i),
+            }
+        })
         .collect();
-    if context.required.is_some_and(|r| !hits.contains(&r)) {
-        return BTreeSet::new();
-    }
+    let required = match context.required {
+        Some(r) => match hits.iter().find(|h| h.index == r) {
+            Some(hit) => Some(*hit),
+            None => return BTreeSet::new(),
+        },
+        None => None,
+    };
     let mut by_end = hits.clone();
-    by_end.sort_by_key(|&i| (set.interval(i).1, i));
+    by_end.sort_by_key(|h| (h.last, h.index));
 
     let mut out = BTreeSet::new();
-    for &start in &hits {
-        let first = set.interval(start).0;
-        let mut counts: BTreeMap<usize, u32> = BTreeMap::new();
+    let mut counts: Vec<(usize, u32)> = Vec::new();
+    for start in &hits {
+        counts.clear();
         let mut taken = 0u32;
         // The start, and the required observation, are always in.
-        for must in std::iter::once(start).chain(context.required) {
-            if set.interval(must).0 < first || counts.contains_key(&must) {
+        for must in std::iter::once(start).chain(required.as_ref()) {
+            if must.first < start.first || counts.iter().any(|(i, _)| *i == must.index) {
                 continue;
             }
-            counts.insert(must, 1);
+            counts.push((must.index, 1));
             taken += 1;
         }
-        if context.required.is_some_and(|r| !counts.contains_key(&r)) || taken > n {
+        let has_required = required.is_none_or(|r| counts.iter().any(|(i, _)| *i == r.index));
+        if !has_required || taken > n {
             continue;
         }
-        for &i in &by_end {
+        // An observation that ends before the start begins also begins
+        // before it: skip all of those at once.
+        let eligible = by_end.partition_point(|h| h.last < start.first);
+        for hit in &by_end[eligible..] {
             if taken == n {
                 break;
             }
-            if set.interval(i).0 < first {
+            if hit.first < start.first {
                 continue;
             }
-            let used = counts.entry(i).or_insert(0);
-            let more = (set.count(i) - *used).min(n - taken);
+            let used = match counts.iter_mut().find(|(i, _)| *i == hit.index) {
+                Some((_, used)) => used,
+                None => {
+                    counts.push((hit.index, 0));
+                    &mut counts.last_mut().expect("an entry was just pushed").1
+                }
+            };
+            let more = (hit.count - *used).min(n - taken);
             *used += more;
             taken += more;
         }
         if taken == n {
+            counts.retain(|(_, c)| *c > 0);
+            counts.sort_unstable();
+            // Every binding here uses the required observation, so when
+            // only the first is wanted, larger ones need not be built.
+            let smallest = out.first().is_none_or(|b: &Binding| counts < b.uses);
+            if context.first_only && !smallest {
+                continue;
+            }
             let binding = Binding {
-                uses: counts.into_iter().filter(|(_, c)| *c > 0).collect(),
+                uses: counts.clone(),
             };
             if context.fits(&binding, set) {
+                if context.first_only {
+                    out.clear();
+                }
                 out.insert(binding);
             }
         }
     }
     out
+}
+
+/// One observation that satisfies a leaf, as [`repeats_of_leaf`] reads it.
+#[derive(Clone, Copy)]
+struct Hit {
+    index: usize,
+    first: Timestamp,
+    last: Timestamp,
+    count: u32,
 }
 
 /// Every pairwise join of `left` and `right` that fits the instance counts
