@@ -33,6 +33,41 @@ pub struct Observation {
     /// The objects, sorted by the reference used to reach them: the local
     /// key in STIX 2.0, the object id in STIX 2.1.
     pub objects: Vec<ObservedObject>,
+    /// The id of the observed-data written for this observation, once
+    /// asked for (see [`crate::stix::sighting::observed_data_id`]).
+    pub(crate) output_id: OutputId,
+}
+
+/// A lazily derived id. Deriving it hashes the whole observation, and one
+/// match asks for it several times (the observed-data, the sighting's
+/// references, the sighting's own id). A clone starts empty, since a
+/// clone may be changed; the cache never takes part in comparisons.
+#[derive(Default)]
+pub(crate) struct OutputId(std::sync::OnceLock<String>);
+
+impl OutputId {
+    /// The id, derived by `derive` on first use.
+    pub(crate) fn get_or_derive(&self, derive: impl FnOnce() -> String) -> &str {
+        self.0.get_or_init(derive)
+    }
+}
+
+impl Clone for OutputId {
+    fn clone(&self) -> Self {
+        OutputId::default()
+    }
+}
+
+impl PartialEq for OutputId {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for OutputId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OutputId")
+    }
 }
 
 /// One object of an observation, with its type read once.
@@ -106,6 +141,7 @@ impl Observation {
             last_observed: time,
             number_observed: 1,
             objects: collect_objects(objects),
+            output_id: OutputId::default(),
         }
     }
 
@@ -197,6 +233,7 @@ impl Observation {
             last_observed,
             number_observed,
             objects,
+            output_id: OutputId::default(),
         })
     }
 }

@@ -81,10 +81,14 @@ fn observation_identity(obs: &Observation) -> String {
 
 /// The id of the observed-data Sightline emits for `obs`.
 pub fn observed_data_id(obs: &Observation) -> String {
-    derived_id(
-        "observed-data",
-        &format!("observed-data\n{}", observation_identity(obs)),
-    )
+    obs.output_id
+        .get_or_derive(|| {
+            derived_id(
+                "observed-data",
+                &format!("observed-data\n{}", observation_identity(obs)),
+            )
+        })
+        .to_string()
 }
 
 /// The sighting id for `m`: the indicator and the observations.
