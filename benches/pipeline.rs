@@ -398,15 +398,15 @@ struct Lines {
     carrying: usize,
 }
 
-/// `count` ECS lines; [`HIT_PERCENT`] of them start to carry values of a
+/// `count` ECS lines; `hit_percent` of them start to carry values of a
 /// random indicator among `0..indicators`.
-fn lines(count: usize, indicators: u64) -> Lines {
+fn lines(count: usize, indicators: u64, hit_percent: u64) -> Lines {
     let mut rng = Rng::new(LINE_SEED);
     let mut queued = VecDeque::new();
     let mut carrying = 0;
     let lines = (0..count)
         .map(|k| {
-            if queued.is_empty() && rng.below(100) < HIT_PERCENT {
+            if queued.is_empty() && rng.below(100) < hit_percent {
                 queued.extend(FEED.spec(rng.below(indicators)).carried(&mut rng));
             }
             let carried = queued.pop_front();
@@ -478,9 +478,15 @@ fn describe(workload: &Lines, snapshot: &Snapshot) {
 }
 
 /// `pipeline/match_ecs_100k` and `pipeline/parse_only` over `lines`.
-fn bench_pipeline(c: &mut Criterion, snapshot: &Snapshot, lines: &[String]) {
+fn bench_pipeline(
+    c: &mut Criterion,
+    name: &str,
+    snapshot: &Snapshot,
+    lines: &[String],
+    with_stages: bool,
+) {
     let total_bytes: usize = lines.iter().map(String::len).sum();
-    let mut group = c.benchmark_group("pipeline");
+    let mut group = c.benchmark_group(name);
     // An iteration takes milliseconds: flat sampling keeps 20 samples
     // within the measurement time (linear sampling needs 210 iterations).
     group
@@ -508,7 +514,28 @@ fn bench_pipeline(c: &mut Criterion, snapshot: &Snapshot, lines: &[String]) {
     });
 
     // The first two stages alone, to show where the path spends its time.
-    let mapping = builtin_mapping("ecs").expect("the shipped ECS mapping compiles");
+    let mapping =
+        with_stages.then(|| builtin_mapping("ecs").expect("the shipped ECS mapping compiles"));
+    if let Some(mapping) = &mapping {
+        bench_stages(&mut group, mapping, lines);
+    }
+
+    group.bench_function("parse_only", |b| {
+        b.iter(|| {
+            for line in lines {
+                black_box(serde_json::from_str::<Value>(line).expect("generated JSON parses"));
+            }
+        })
+    });
+    group.finish();
+}
+
+/// `stage_extract` and `stage_extract_observe` over `lines`.
+fn bench_stages(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    mapping: &sightline::observe::mapping::Mapping,
+    lines: &[String],
+) {
     let mut fields = Fields::default();
     group.bench_function("stage_extract", |b| {
         b.iter(|| {
@@ -528,15 +555,6 @@ fn bench_pipeline(c: &mut Criterion, snapshot: &Snapshot, lines: &[String]) {
             }
         })
     });
-
-    group.bench_function("parse_only", |b| {
-        b.iter(|| {
-            for line in lines {
-                black_box(serde_json::from_str::<Value>(line).expect("generated JSON parses"));
-            }
-        })
-    });
-    group.finish();
 }
 
 fn main() {
@@ -557,8 +575,20 @@ fn main() {
         started.elapsed()
     );
 
-    let workload = lines(count, indicators);
+    let workload = lines(count, indicators, HIT_PERCENT);
     describe(&workload, &snapshot);
-    bench_pipeline(&mut criterion, &snapshot, &workload.lines);
+    bench_pipeline(&mut criterion, "pipeline", &snapshot, &workload.lines, true);
+
+    // A back-test with broad indicators: every line carries a value, so
+    // the path is held by building sightings and their evidence.
+    let all_hit = lines(count, indicators, 100);
+    describe(&all_hit, &snapshot);
+    bench_pipeline(
+        &mut criterion,
+        "pipeline_all_hit",
+        &snapshot,
+        &all_hit.lines,
+        false,
+    );
     criterion.final_summary();
 }

@@ -1585,7 +1585,9 @@ fn empty_observation_set() {
 /// apart, the newest required: `REPEATS 3` gives one binding per possible
 /// start ({0,1,5}, {1,2,5}, {2,3,5}, {3,4,5}), and the first of them is
 /// the one reported. Under `WITHIN 3 SECONDS` only the starts 3 and 4
-/// apart from the newest fit, and starting at 4 leaves too few hits.
+/// apart from the newest fit, and starting at 4 leaves too few hits. The
+/// joins of `FOLLOWEDBY` and `AND` report their smallest pair or triple
+/// with the newest hit in it.
 #[test]
 fn a_new_hit_gets_the_smallest_binding_that_uses_it() {
     use sightline::eval::{Binding, bindings_including};
@@ -1607,6 +1609,18 @@ fn a_new_hit_gets_the_smallest_binding_that_uses_it() {
             Some(binding(&[3, 4, 5])),
         ),
         ("[x-event:name = 'a'] REPEATS 7 TIMES", None),
+        (
+            "[x-event:name = 'a'] FOLLOWEDBY [x-event:name = 'a']",
+            Some(binding(&[0, 5])),
+        ),
+        (
+            "([x-event:name = 'a'] FOLLOWEDBY [x-event:name = 'a']) WITHIN 2 SECONDS",
+            Some(binding(&[4, 5])),
+        ),
+        (
+            "[x-event:name = 'a'] AND [x-event:name = 'a'] AND [x-event:name = 'a']",
+            Some(binding(&[0, 1, 5])),
+        ),
         (
             "[x-event:name = 'b'] OR [x-event:name = 'a'] REPEATS 2 TIMES",
             Some(binding(&[0, 5])),

@@ -293,9 +293,18 @@ fn bindings_from<S: ObservationSet + ?Sized>(
             let ordered = matches!(expr, ObservationExpr::FollowedBy(_));
             let inner = context.nested();
             let mut acc = bindings_from(&items[0], set, next_leaf, &inner)?;
-            for item in &items[1..] {
+            for (k, item) in items.iter().enumerate().skip(1) {
                 let next = bindings_from(item, set, next_leaf, &inner)?;
-                acc = join_all(&acc, &next, set, context, |a, b| {
+                // The last join of an expression that only needs its
+                // smallest binding using the required observation can skip
+                // the pairs without it.
+                let last = k + 1 == items.len();
+                let keep = if last && context.first_only {
+                    Keep::FirstUsing(context.required)
+                } else {
+                    Keep::All
+                };
+                acc = join_all(&acc, &next, set, context, keep, |a, b| {
                     !ordered || a.span(set).1 <= b.span(set).0
                 })?;
             }
@@ -493,21 +502,46 @@ struct Hit {
     count: u32,
 }
 
+/// Which joined bindings [`join_all`] keeps.
+#[derive(Clone, Copy)]
+enum Keep {
+    /// Every one.
+    All,
+    /// Only the smallest that uses the observation, if one is given.
+    FirstUsing(Option<usize>),
+}
+
 /// Every pairwise join of `left` and `right` that fits the instance counts
-/// and satisfies `accept`.
+/// and satisfies `accept`, or only the one `keep` asks for.
 fn join_all<S: ObservationSet + ?Sized>(
     left: &BTreeSet<Binding>,
     right: &BTreeSet<Binding>,
     set: &S,
     context: &Context,
+    keep: Keep,
     accept: impl Fn(&Binding, &Binding) -> bool,
 ) -> Result<BTreeSet<Binding>, EvalError> {
+    let required = match keep {
+        Keep::FirstUsing(required) => required,
+        Keep::All => None,
+    };
+    let uses = |b: &Binding, r: usize| b.observations().any(|i| i == r);
     let mut out = BTreeSet::new();
     for a in left {
+        let a_uses = required.is_none_or(|r| uses(a, r));
         for b in right {
+            if !a_uses && required.is_some_and(|r| !uses(b, r)) {
+                continue;
+            }
             if accept(a, b) {
                 if let Some(joined) = a.join(b, set) {
                     if context.fits(&joined, set) {
+                        if let Keep::FirstUsing(_) = keep {
+                            if out.first().is_some_and(|first| *first <= joined) {
+                                continue;
+                            }
+                            out.clear();
+                        }
                         out.insert(joined);
                         check_size(&out)?;
                     }
