@@ -455,7 +455,8 @@ impl Aggregator {
 /// since ids are deterministic).
 #[derive(Debug)]
 pub struct EmittedIds {
-    seen: std::collections::HashSet<String>,
+    /// Seeded at random, as every set keyed by what events carry.
+    seen: std::collections::HashSet<String, foldhash::fast::RandomState>,
     limit: usize,
 }
 
