@@ -175,8 +175,12 @@ pub struct WorkerLimits {
     /// this many seconds of start. Default 300.
     pub ready_timeout_seconds: Option<u64>,
     /// Event messages being processed or awaiting broker acknowledgement,
-    /// at most, per worker. Default 10,000.
+    /// at most, per worker. Default 10,000; at most 1,000,000.
     pub max_in_flight: Option<usize>,
+    /// Bytes of those messages (keys and payloads), at most, per worker;
+    /// a message larger than the whole budget is taken alone. Default
+    /// 256 MiB; at least 1 KiB, at most 1 TiB.
+    pub max_in_flight_bytes: Option<u64>,
 }
 
 /// Values given on the command line; they win over file and environment.
@@ -209,6 +213,9 @@ pub struct Overrides {
 /// Largest `max_in_flight` accepted.
 pub const MAX_IN_FLIGHT: usize = 1_000_000;
 
+/// Smallest and largest `max_in_flight_bytes` accepted.
+pub const IN_FLIGHT_BYTES_RANGE: std::ops::RangeInclusive<u64> = 1 << 10..=1 << 40;
+
 /// The formats an event topic may name.
 pub const FORMATS: [&str; 6] = ["auto", "stix", "ecs", "ocsf", "zeek", "suricata"];
 
@@ -239,6 +246,8 @@ pub struct WorkerConfig {
     pub ready_timeout: Duration,
     /// Most event messages in flight.
     pub max_in_flight: usize,
+    /// Most bytes of event messages in flight.
+    pub max_in_flight_bytes: u64,
 }
 
 impl fmt::Debug for WorkerConfig {
@@ -256,6 +265,7 @@ impl fmt::Debug for WorkerConfig {
             .field("aggregate_window_seconds", &self.aggregate_window_seconds)
             .field("ready_timeout", &self.ready_timeout)
             .field("max_in_flight", &self.max_in_flight)
+            .field("max_in_flight_bytes", &self.max_in_flight_bytes)
             .finish()
     }
 }
@@ -368,6 +378,19 @@ impl RunConfig {
                 "max_in_flight must be at least 1".into(),
             ));
         }
+        if max_in_flight > MAX_IN_FLIGHT {
+            return Err(ConfigError::Invalid(format!(
+                "max_in_flight {max_in_flight} exceeds the limit of {MAX_IN_FLIGHT}"
+            )));
+        }
+        let max_in_flight_bytes = self.worker.max_in_flight_bytes.unwrap_or(256 << 20);
+        if !IN_FLIGHT_BYTES_RANGE.contains(&max_in_flight_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "max_in_flight_bytes {max_in_flight_bytes} is outside {} to {}",
+                IN_FLIGHT_BYTES_RANGE.start(),
+                IN_FLIGHT_BYTES_RANGE.end()
+            )));
+        }
         let config = WorkerConfig {
             brokers,
             group: pick(&flags.group, self.kafka.group, "sightline"),
@@ -396,6 +419,7 @@ impl RunConfig {
                 .unwrap_or(3600),
             ready_timeout: Duration::from_secs(self.worker.ready_timeout_seconds.unwrap_or(300)),
             max_in_flight,
+            max_in_flight_bytes,
         };
         let mut names = vec![&config.indicators_topic, &config.sightings_topic];
         names.push(&config.dead_letter_topic);
@@ -501,5 +525,38 @@ mod tests {
         };
         let twice = parse("").unwrap().resolve(&flags).unwrap_err().to_string();
         assert!(twice.contains("used twice"), "{twice}");
+    }
+
+    #[test]
+    fn in_flight_limits_are_bounded() {
+        let flags = Overrides {
+            brokers: Some("b:1".into()),
+            events_topic: Some("e".into()),
+            ..Overrides::default()
+        };
+        let resolve = |worker: &str| {
+            parse(&format!("[worker]\n{worker}\n"))
+                .unwrap()
+                .resolve(&flags)
+                .map_err(|e| e.to_string())
+        };
+        let defaults = resolve("").unwrap();
+        assert_eq!(defaults.max_in_flight, 10_000);
+        assert_eq!(defaults.max_in_flight_bytes, 256 << 20);
+        let error = resolve("max_in_flight = 2000000").unwrap_err();
+        assert!(error.contains("exceeds the limit of 1000000"), "{error}");
+        let error = resolve("max_in_flight_bytes = 100").unwrap_err();
+        assert!(
+            error.contains("max_in_flight_bytes 100 is outside"),
+            "{error}"
+        );
+        let error = resolve("max_in_flight_bytes = 2000000000000").unwrap_err();
+        assert!(error.contains("is outside"), "{error}");
+        assert_eq!(
+            resolve("max_in_flight_bytes = 1024")
+                .unwrap()
+                .max_in_flight_bytes,
+            1024
+        );
     }
 }

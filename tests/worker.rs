@@ -103,7 +103,7 @@ fn config_file_topics_have_their_own_formats() {
          [[events]]\ntopic = \"{}\"\nformat = \"ecs\"\n\
          [[events]]\ntopic = \"{zeek_topic}\"\nformat = \"zeek\"\n\
          [metrics]\naddr = \"127.0.0.1:{port}\"\n\
-         [worker]\nmax_in_flight = 3\n",
+         [worker]\nmax_in_flight = 3\nmax_in_flight_bytes = 1024\n",
         brokers(),
         topics.group,
         topics.indicators,

@@ -61,13 +61,23 @@ impl Shared {
     }
 }
 
-/// One consumed event message, holding its in-flight permit.
+/// One consumed event message, holding its in-flight permits.
 pub(super) struct Envelope {
     pub(super) origin: Origin,
     pub(super) key: Option<Vec<u8>>,
     pub(super) payload: Option<Vec<u8>>,
     pub(super) received: Instant,
-    pub(super) permit: OwnedSemaphorePermit,
+    pub(super) permit: Permits,
+}
+
+/// What one message holds of the in-flight limits until its outputs are
+/// acknowledged: one message, and its bytes. The permits are only held:
+/// dropping them gives them back.
+pub(super) struct Permits {
+    pub(super) _message: OwnedSemaphorePermit,
+    pub(super) _bytes: OwnedSemaphorePermit,
+    /// The message's size, for the bytes gauge.
+    pub(super) size: usize,
 }
 
 /// What one message produced, waiting for the broker.
@@ -75,7 +85,7 @@ struct Inflight {
     origin: Origin,
     received: Instant,
     deliveries: Vec<(Outgoing, Option<DeliveryFuture>)>,
-    permit: OwnedSemaphorePermit,
+    permit: Permits,
 }
 
 /// Matches one partition's messages in order and hands their outputs to
@@ -328,6 +338,7 @@ async fn ack_task(shared: Arc<Shared>, mut receiver: mpsc::Receiver<Vec<Inflight
                 .processing_seconds
                 .observe(received.elapsed().as_secs_f64());
             shared.metrics.in_flight.dec();
+            shared.metrics.in_flight_bytes.sub(permit.size as i64);
             drop(permit);
         }
     }

@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use super::indicators::{self, FeedState};
 use super::kafka::{PartitionKey, WorkerContext, client_config};
 use super::output::{self, Origin};
-use super::partition::{BATCH, Envelope, EventConsumer, Shared, partition_task};
+use super::partition::{BATCH, Envelope, EventConsumer, Permits, Shared, partition_task};
 use super::{Pipeline, PipelineConfig};
 use crate::config::WorkerConfig;
 use crate::observe::decoder::Decoder;
@@ -145,6 +145,8 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
         decoders,
         pipeline_config,
         in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+        in_flight_kib: Arc::new(Semaphore::new(kib(config.max_in_flight_bytes))),
+        in_flight_kib_limit: kib(config.max_in_flight_bytes),
         topics: config
             .events
             .iter()
@@ -260,9 +262,18 @@ struct Dispatcher {
     decoders: HashMap<String, Decoder>,
     pipeline_config: PipelineConfig,
     in_flight: Arc<Semaphore>,
+    /// The byte budget of messages in flight, in KiB permits.
+    in_flight_kib: Arc<Semaphore>,
+    /// The permits `in_flight_kib` started with.
+    in_flight_kib_limit: usize,
     topics: HashMap<String, TopicHandle>,
     tasks: HashMap<PartitionKey, PartitionTask>,
     draining: Vec<JoinHandle<()>>,
+}
+
+/// `bytes` in KiB permits, rounded up (at least one).
+fn kib(bytes: u64) -> usize {
+    usize::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(usize::MAX)
 }
 
 impl Dispatcher {
@@ -292,13 +303,30 @@ impl Dispatcher {
                     continue;
                 }
             };
+            // The byte budget is taken once the size is known, so one
+            // message may arrive past it; a message larger than the whole
+            // budget takes all of it and goes alone.
+            let size = key.as_ref().map_or(0, Vec::len) + payload.as_ref().map_or(0, Vec::len);
+            let wanted = kib(size as u64).min(self.in_flight_kib_limit) as u32;
+            let bytes = tokio::select! {
+                bytes = Arc::clone(&self.in_flight_kib).acquire_many_owned(wanted) => bytes,
+                stopped = stop.as_mut() => return stopped,
+            };
+            let Ok(bytes) = bytes else {
+                return Stop::Fault("in-flight byte limit closed".into());
+            };
             self.shared.metrics.in_flight.inc();
+            self.shared.metrics.in_flight_bytes.add(size as i64);
             let envelope = Envelope {
                 origin,
                 key,
                 payload,
                 received: Instant::now(),
-                permit,
+                permit: Permits {
+                    _message: permit,
+                    _bytes: bytes,
+                    size,
+                },
             };
             tokio::select! {
                 () = self.dispatch(envelope) => {}
@@ -338,10 +366,12 @@ impl Dispatcher {
                     .into_mut()
             }
         };
-        if task.sender.send(envelope).await.is_err() {
+        if let Err(unsent) = task.sender.send(envelope).await {
             // The task ended without being closed: its queued messages were
             // never acknowledged, so their offsets must not be passed.
             self.shared.metrics.in_flight.dec();
+            let size = unsent.0.permit.size;
+            self.shared.metrics.in_flight_bytes.sub(size as i64);
             self.shared.fail(format!(
                 "the task of {} partition {} ended unexpectedly",
                 key.0, key.1

@@ -62,6 +62,8 @@ pub struct Metrics {
     pub ready: IntGauge,
     /// Event messages being processed or awaiting acknowledgement.
     pub in_flight: IntGauge,
+    /// Bytes of the event messages in flight.
+    pub in_flight_bytes: IntGauge,
     /// Event partitions assigned to this worker.
     pub assigned_partitions: IntGauge,
     /// Produce attempts repeated after a delivery failure.
@@ -235,6 +237,11 @@ impl Metrics {
                 &r,
                 "sightline_in_flight_messages",
                 "Event messages being processed or awaiting acknowledgement.",
+            ),
+            in_flight_bytes: gauge(
+                &r,
+                "sightline_in_flight_bytes",
+                "Bytes (keys and payloads) of the event messages in flight.",
             ),
             assigned_partitions: gauge(
                 &r,
@@ -431,6 +438,7 @@ mod tests {
             "sightline_window_evictions_total",
             "sightline_ready",
             "sightline_in_flight_messages",
+            "sightline_in_flight_bytes",
             "sightline_assigned_partitions",
             "sightline_produce_retries_total",
             "sightline_batch_phase_seconds",
