@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use prometheus::IntGauge;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::DeliveryFuture;
@@ -71,13 +72,42 @@ pub(super) struct Envelope {
 }
 
 /// What one message holds of the in-flight limits until its outputs are
-/// acknowledged: one message, and its bytes. The permits are only held:
-/// dropping them gives them back.
+/// acknowledged: one message, and its bytes. Dropping it, on whatever
+/// path, gives both back and updates the in-flight gauges.
 pub(super) struct Permits {
-    pub(super) _message: OwnedSemaphorePermit,
-    pub(super) _bytes: OwnedSemaphorePermit,
-    /// The message's size, for the bytes gauge.
-    pub(super) size: usize,
+    _message: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
+    size: i64,
+    messages_gauge: IntGauge,
+    bytes_gauge: IntGauge,
+}
+
+impl Permits {
+    /// Permits for a message of `size` bytes, counted in `metrics`.
+    pub(super) fn new(
+        message: OwnedSemaphorePermit,
+        bytes: OwnedSemaphorePermit,
+        size: usize,
+        metrics: &Metrics,
+    ) -> Permits {
+        let size = i64::try_from(size).unwrap_or(i64::MAX);
+        metrics.in_flight.inc();
+        metrics.in_flight_bytes.add(size);
+        Permits {
+            _message: message,
+            _bytes: bytes,
+            size,
+            messages_gauge: metrics.in_flight.clone(),
+            bytes_gauge: metrics.in_flight_bytes.clone(),
+        }
+    }
+}
+
+impl Drop for Permits {
+    fn drop(&mut self) {
+        self.messages_gauge.dec();
+        self.bytes_gauge.sub(self.size);
+    }
 }
 
 /// What one message produced, waiting for the broker.
@@ -337,8 +367,6 @@ async fn ack_task(shared: Arc<Shared>, mut receiver: mpsc::Receiver<Vec<Inflight
                 .metrics
                 .processing_seconds
                 .observe(received.elapsed().as_secs_f64());
-            shared.metrics.in_flight.dec();
-            shared.metrics.in_flight_bytes.sub(permit.size as i64);
             drop(permit);
         }
     }

@@ -315,18 +315,12 @@ impl Dispatcher {
             let Ok(bytes) = bytes else {
                 return Stop::Fault("in-flight byte limit closed".into());
             };
-            self.shared.metrics.in_flight.inc();
-            self.shared.metrics.in_flight_bytes.add(size as i64);
             let envelope = Envelope {
                 origin,
                 key,
                 payload,
                 received: Instant::now(),
-                permit: Permits {
-                    _message: permit,
-                    _bytes: bytes,
-                    size,
-                },
+                permit: Permits::new(permit, bytes, size, &self.shared.metrics),
             };
             tokio::select! {
                 () = self.dispatch(envelope) => {}
@@ -366,12 +360,9 @@ impl Dispatcher {
                     .into_mut()
             }
         };
-        if let Err(unsent) = task.sender.send(envelope).await {
+        if task.sender.send(envelope).await.is_err() {
             // The task ended without being closed: its queued messages were
             // never acknowledged, so their offsets must not be passed.
-            self.shared.metrics.in_flight.dec();
-            let size = unsent.0.permit.size;
-            self.shared.metrics.in_flight_bytes.sub(size as i64);
             self.shared.fail(format!(
                 "the task of {} partition {} ended unexpectedly",
                 key.0, key.1
