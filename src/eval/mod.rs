@@ -433,19 +433,28 @@ fn repeats_of_leaf<S: ObservationSet + ?Sized>(
     by_end.sort_by_key(|h| (h.last, h.index));
 
     let mut out = BTreeSet::new();
+    // Instances of each observation in the binding being built, by index,
+    // and the indices set so far (to reset them): constant-time lookups
+    // even when `n` is in the thousands.
+    let mut used = vec![0u32; set.len()];
+    let mut touched: Vec<usize> = Vec::new();
     let mut counts: Vec<(usize, u32)> = Vec::new();
     for start in &hits {
-        counts.clear();
+        for &i in &touched {
+            used[i] = 0;
+        }
+        touched.clear();
         let mut taken = 0u32;
         // The start, and the required observation, are always in.
         for must in std::iter::once(start).chain(required.as_ref()) {
-            if must.first < start.first || counts.iter().any(|(i, _)| *i == must.index) {
+            if must.first < start.first || used[must.index] > 0 {
                 continue;
             }
-            counts.push((must.index, 1));
+            used[must.index] = 1;
+            touched.push(must.index);
             taken += 1;
         }
-        let has_required = required.is_none_or(|r| counts.iter().any(|(i, _)| *i == r.index));
+        let has_required = required.is_none_or(|r| used[r.index] > 0);
         if !has_required || taken > n {
             continue;
         }
@@ -459,19 +468,22 @@ fn repeats_of_leaf<S: ObservationSet + ?Sized>(
             if hit.first < start.first {
                 continue;
             }
-            let used = match counts.iter_mut().find(|(i, _)| *i == hit.index) {
-                Some((_, used)) => used,
-                None => {
-                    counts.push((hit.index, 0));
-                    &mut counts.last_mut().expect("an entry was just pushed").1
-                }
-            };
-            let more = (hit.count - *used).min(n - taken);
-            *used += more;
+            let slot = &mut used[hit.index];
+            if *slot == 0 {
+                touched.push(hit.index);
+            }
+            let more = (hit.count - *slot).min(n - taken);
+            *slot += more;
             taken += more;
         }
         if taken == n {
-            counts.retain(|(_, c)| *c > 0);
+            counts.clear();
+            counts.extend(
+                touched
+                    .iter()
+                    .map(|&i| (i, used[i]))
+                    .filter(|(_, c)| *c > 0),
+            );
             counts.sort_unstable();
             // Every binding here uses the required observation, so when
             // only the first is wanted, larger ones need not be built.
