@@ -34,7 +34,9 @@ pub struct Observation {
     /// key in STIX 2.0, the object id in STIX 2.1.
     pub objects: Vec<ObservedObject>,
     /// The id of the observed-data written for this observation, once
-    /// asked for (see [`crate::stix::sighting::observed_data_id`]).
+    /// asked for (see [`crate::stix::sighting::observed_data_id`]). The
+    /// pipeline never changes an observation after it is built; one
+    /// changed in place after its id was asked for keeps that first id.
     pub(crate) output_id: OutputId,
 }
 
