@@ -108,14 +108,42 @@ pub(crate) fn for_each_reached<'a>(
         is_object: true,
         is_value_property: false,
     };
-    walk(&path.steps, start, false, obs, f);
+    walk(&path.steps, start, false, Some(obs), f);
+}
+
+/// Calls `f` with every value `path` reaches on an object of `object_type`
+/// whose property named by the path's first step is `property`: the
+/// values the matcher would look up, known before the object is built.
+/// Without the rest of the observation, a path that goes on through a
+/// reference reaches nothing.
+pub(crate) fn for_each_reached_in_property<'a>(
+    path: &ObjectPath,
+    object_type: &'a str,
+    property: &'a Value,
+    f: &mut impl FnMut(Reached<'a>),
+) {
+    let Some((PathStep::Key(key), rest)) = path.steps.split_first() else {
+        return;
+    };
+    let start = Step {
+        value: property,
+        owner: object_type,
+        is_object: false,
+        is_value_property: key == "value",
+    };
+    walk(rest, start, is_ref_key(key), None, f);
+}
+
+/// True for a property that holds the id of another object.
+pub(crate) fn is_ref_key(key: &str) -> bool {
+    key.ends_with("_ref") || key.ends_with("_refs")
 }
 
 fn walk<'a>(
     steps: &[PathStep],
     here: Step<'a>,
     follows_ref: bool,
-    obs: &'a Observation,
+    obs: Option<&'a Observation>,
     f: &mut impl FnMut(Reached<'a>),
 ) {
     let Some((step, rest)) = steps.split_first() else {
@@ -131,7 +159,12 @@ fn walk<'a>(
             // A key after a `_ref`/`_refs` value reads the referenced object
             // of the same observation (§9.7.4).
             let here = if follows_ref {
-                let Some(target) = here.value.as_str().and_then(|id| obs.object(id)) else {
+                let target = here
+                    .value
+                    .as_str()
+                    .zip(obs)
+                    .and_then(|(id, o)| o.object(id));
+                let Some(target) = target else {
                     return;
                 };
                 let owner = target
@@ -154,8 +187,7 @@ fn walk<'a>(
                     is_object: false,
                     is_value_property: here.is_object && key == "value",
                 };
-                let is_ref = key.ends_with("_ref") || key.ends_with("_refs");
-                walk(rest, next, is_ref, obs, f);
+                walk(rest, next, is_ref_key(key), obs, f);
             }
         }
         PathStep::Index(i) => {

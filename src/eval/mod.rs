@@ -31,7 +31,7 @@ pub mod regex;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-pub(crate) use compare::{Reached, for_each_reached};
+pub(crate) use compare::{Reached, for_each_reached, for_each_reached_in_property, is_ref_key};
 pub use compare::{object_matches, observation_matches};
 
 use crate::pattern::{ComparisonExpr, ObservationExpr, Pattern, Qualifier};

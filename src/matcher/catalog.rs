@@ -451,10 +451,7 @@ impl Catalog {
         }
 
         let generation = self.snapshot.generation + 1;
-        self.snapshot = Arc::new(Snapshot {
-            segments,
-            generation,
-        });
+        self.snapshot = Arc::new(Snapshot::new(segments, generation));
         Ok(())
     }
 }

@@ -54,9 +54,15 @@ pub(crate) use index::FastMap;
 pub use segment::CompileStats;
 pub use stream::{Match, StreamConfig, StreamState, StreamStats};
 
+use serde_json::Value;
+
+use crate::eval::{Reached, for_each_reached_in_property};
+use crate::pattern::{ObjectPath, PathStep};
 use crate::stix::observation::Observation;
 use crate::stix::timestamp::Timestamp;
-use segment::{LeafHit, Scratch, Segment};
+pub(crate) use segment::Scratch;
+
+use segment::{LeafHit, Segment};
 
 /// Identifies one compiled version of an indicator inside snapshots.
 pub type SlotId = u64;
@@ -100,14 +106,34 @@ impl IndicatorRecord {
 pub struct Snapshot {
     segments: Vec<Arc<Segment>>,
     generation: u64,
+    /// Unique in the process, so that what is derived from one snapshot
+    /// is never used with another.
+    instance: u64,
+}
+
+/// Where one field index sits in a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IndexRef {
+    segment: u32,
+    field: u32,
+}
+
+fn next_instance() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Snapshot {
     /// An empty set.
     pub fn empty() -> Snapshot {
+        Snapshot::new(Vec::new(), 0)
+    }
+
+    fn new(segments: Vec<Arc<Segment>>, generation: u64) -> Snapshot {
         Snapshot {
-            segments: Vec::new(),
-            generation: 0,
+            segments,
+            generation,
+            instance: next_instance(),
         }
     }
 
@@ -142,6 +168,68 @@ impl Snapshot {
             total += s.stats;
         }
         total
+    }
+
+    /// Identifies this snapshot among all of the process.
+    pub(crate) fn instance(&self) -> u64 {
+        self.instance
+    }
+
+    /// Every indexed path of `object_type`, in every segment.
+    pub(crate) fn indexed_paths(&self, object_type: &str) -> Vec<(IndexRef, &ObjectPath)> {
+        let mut out = Vec::new();
+        for (segment, s) in self.segments.iter().enumerate() {
+            for (field, path) in s.indexed_paths(object_type) {
+                let segment = segment as u32;
+                out.push((IndexRef { segment, field }, path));
+            }
+        }
+        out
+    }
+
+    /// True when a leaf on `object_type` has no anchor: every object of
+    /// the type is a candidate.
+    pub(crate) fn has_unanchored(&self, object_type: &str) -> bool {
+        self.segments.iter().any(|s| s.has_unanchored(object_type))
+    }
+
+    /// True when the index at `at` finds some leaf for `reached` (one of
+    /// an indicator removed since may be among them).
+    pub(crate) fn index_finds(
+        &self,
+        at: IndexRef,
+        reached: &Reached<'_>,
+        scratch: &mut Scratch,
+    ) -> bool {
+        self.segments
+            .get(at.segment as usize)
+            .is_some_and(|s| s.index_finds(at.field, reached, scratch))
+    }
+
+    /// True when an object of `object_type` whose property `name` holds
+    /// `value` could be a candidate of some leaf, whatever else it holds.
+    pub(crate) fn property_may_hit(
+        &self,
+        object_type: &str,
+        name: &str,
+        value: &Value,
+        scratch: &mut Scratch,
+    ) -> bool {
+        if self.has_unanchored(object_type) {
+            return true;
+        }
+        self.indexed_paths(object_type)
+            .into_iter()
+            .any(|(at, path)| {
+                if !matches!(path.steps.first(), Some(PathStep::Key(k)) if k == name) {
+                    return false;
+                }
+                let mut found = false;
+                for_each_reached_in_property(path, object_type, value, &mut |reached| {
+                    found = found || self.index_finds(at, &reached, scratch);
+                });
+                found
+            })
     }
 
     /// Every leaf of a live indicator that holds on `obs`. `scratch` is

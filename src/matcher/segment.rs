@@ -10,8 +10,8 @@ use super::anchor::{LeafAnchors, leaf_anchors};
 use super::catalog::IndicatorError;
 use super::index::{FastMap, FieldIndex, MAX_TARGETS, Target};
 use super::{IndicatorRecord, SlotId};
-use crate::eval::{for_each_reached, object_matches};
-use crate::pattern::{ComparisonExpr, ObservationExpr, Pattern, parse};
+use crate::eval::{Reached, for_each_reached, object_matches};
+use crate::pattern::{ComparisonExpr, ObjectPath, ObservationExpr, Pattern, parse};
 use crate::stix::observation::Observation;
 
 /// How a matched indicator is confirmed.
@@ -88,7 +88,10 @@ pub(crate) struct LeafHit<'s> {
 pub(crate) struct Segment {
     pub slots: Vec<Slot>,
     leaves: Vec<LeafRef>,
-    fields: FastMap<Box<str>, Vec<FieldIndex>>,
+    /// Every field index of the segment.
+    fields: Vec<FieldIndex>,
+    /// Positions in `fields` of the indexes of each object type.
+    fields_by_type: FastMap<Box<str>, Vec<u32>>,
     unanchored: FastMap<Box<str>, Vec<Target>>,
     /// Slots of older segments that this segment removes.
     pub removed: HashSet<SlotId>,
@@ -121,13 +124,13 @@ impl Segment {
         let mut segment = Segment {
             slots: Vec::with_capacity(entries.len()),
             leaves: Vec::with_capacity(entries.len()),
-            fields: FastMap::default(),
+            fields: Vec::new(),
+            fields_by_type: FastMap::default(),
             unanchored: FastMap::default(),
             removed,
             stats: CompileStats::default(),
         };
-        let mut field_pos: FastMap<crate::pattern::ObjectPath, (Box<str>, usize)> =
-            FastMap::default();
+        let mut field_pos: FastMap<crate::pattern::ObjectPath, usize> = FastMap::default();
 
         for (id, record) in entries {
             let pattern =
@@ -166,18 +169,17 @@ impl Segment {
                             segment.stats.verified += 1;
                         }
                         for anchor in anchors {
-                            let (ty, pos) = field_pos
-                                .entry(anchor.path.clone())
-                                .or_insert_with(|| {
-                                    let ty: Box<str> = anchor.path.object_type.as_str().into();
-                                    let list = segment.fields.entry(ty.clone()).or_default();
-                                    list.push(FieldIndex::new(anchor.path.clone()));
-                                    (ty, list.len() - 1)
-                                })
-                                .clone();
-                            if let Some(list) = segment.fields.get_mut(&ty) {
-                                list[pos].add(&anchor.kind, target);
-                            }
+                            let pos = *field_pos.entry(anchor.path.clone()).or_insert_with(|| {
+                                let pos = segment.fields.len();
+                                segment.fields.push(FieldIndex::new(anchor.path.clone()));
+                                segment
+                                    .fields_by_type
+                                    .entry(anchor.path.object_type.as_str().into())
+                                    .or_default()
+                                    .push(pos as u32);
+                                pos
+                            });
+                            segment.fields[pos].add(&anchor.kind, target);
                         }
                     }
                     None => {
@@ -206,10 +208,8 @@ impl Segment {
             };
             segment.slots.push(Slot { id, record, plan });
         }
-        for list in segment.fields.values_mut() {
-            for field in list {
-                field.finish().map_err(IndicatorError::Compile)?;
-            }
+        for field in &mut segment.fields {
+            field.finish().map_err(IndicatorError::Compile)?;
         }
         Ok(segment)
     }
@@ -227,8 +227,9 @@ impl Segment {
         for (object_no, object) in obs.objects.iter().enumerate() {
             let object_no = object_no as u32;
             let ty = object.object_type.as_str();
-            if let Some(fields) = self.fields.get(ty) {
-                for field in fields {
+            if let Some(positions) = self.fields_by_type.get(ty) {
+                for &pos in positions {
+                    let field = &self.fields[pos as usize];
                     for_each_reached(&field.path, ty, &object.value, obs, &mut |reached| {
                         targets.clear();
                         field.lookup(&reached, targets);
@@ -274,5 +275,39 @@ impl Segment {
         leaves(pattern)
             .get(leaf as usize)
             .is_some_and(|c| object_matches(c, object, obs))
+    }
+}
+
+/// Lookups of single property values, for deciding whether an event could
+/// match before its observation is built.
+impl Segment {
+    /// The indexed paths of `object_type`, with their positions.
+    pub(crate) fn indexed_paths<'s>(
+        &'s self,
+        object_type: &str,
+    ) -> impl Iterator<Item = (u32, &'s ObjectPath)> + 's {
+        let positions = self.fields_by_type.get(object_type);
+        positions
+            .into_iter()
+            .flatten()
+            .map(|&pos| (pos, &self.fields[pos as usize].path))
+    }
+
+    /// True when a leaf on `object_type` has no anchor, so that every
+    /// object of the type is a candidate.
+    pub(crate) fn has_unanchored(&self, object_type: &str) -> bool {
+        self.unanchored.contains_key(object_type)
+    }
+
+    /// True when the index at `pos` finds a leaf for `reached`.
+    pub(crate) fn index_finds(
+        &self,
+        pos: u32,
+        reached: &Reached<'_>,
+        scratch: &mut Scratch,
+    ) -> bool {
+        scratch.targets.clear();
+        self.fields[pos as usize].lookup(reached, &mut scratch.targets);
+        !scratch.targets.is_empty()
     }
 }

@@ -130,11 +130,19 @@ impl StreamState {
         self.windows.values().map(|w| w.entries.len()).sum()
     }
 
+    /// Accounts for an observation known to hold no leaf of the snapshot
+    /// (no lookup finds anything on it) without building it: all that
+    /// such an observation does to the state is move event time, which
+    /// ends at `last_observed`.
+    pub fn pass(&mut self, last_observed: Timestamp) {
+        self.stats.observations += 1;
+        let newest = last_observed;
+        self.watermark = Some(self.watermark.map_or(newest, |w| w.max(newest)));
+    }
+
     /// Matches `observation` against `snapshot`, updating the windows.
     pub fn process(&mut self, snapshot: &Snapshot, observation: Arc<Observation>) -> Vec<Match> {
-        self.stats.observations += 1;
-        let newest = observation.last_observed;
-        self.watermark = Some(self.watermark.map_or(newest, |w| w.max(newest)));
+        self.pass(observation.last_observed);
 
         let mut hits: Vec<LeafHit<'_>> = Vec::new();
         snapshot.leaf_hits(&observation, &mut self.scratch, &mut hits);

@@ -7,7 +7,10 @@ use serde_json::Value;
 
 use super::fields::{FieldSet, Fields};
 use super::mapping::{EventError, Mapping, MappingError};
+use super::prefilter::{Prefilter, Screen};
+use crate::matcher::Snapshot;
 use crate::stix::observation::{Observation, ObservationError, observations_from_document};
+use crate::stix::timestamp::Timestamp;
 
 /// The formats shipped with Sightline, by name, with their mapping files.
 const BUILTIN: [(&str, &str); 4] = [
@@ -132,9 +135,53 @@ impl Decoder {
     /// document may still yield some observations and errors for others
     /// (each observed-data is reported on its own).
     pub fn decode(&self, text: &str) -> Vec<Result<Decoded, DecodeError>> {
+        self.decode_with(text, None)
+            .into_iter()
+            .map(|r| {
+                r.map(|item| match item {
+                    Item::Observed(decoded) => decoded,
+                    Item::Cleared { .. } => unreachable!("nothing is cleared without a screen"),
+                })
+            })
+            .collect()
+    }
+
+    /// Decodes one document's text, screening log events against
+    /// `snapshot` first: an event on which no index of the snapshot finds
+    /// anything comes out as [`Item::Cleared`], without its observation
+    /// (see [`super::prefilter`]). STIX documents are always decoded.
+    ///
+    /// # Errors
+    ///
+    /// As [`Decoder::decode`]; a cleared event would have decoded.
+    pub fn decode_screened(
+        &self,
+        text: &str,
+        snapshot: &Snapshot,
+        prefilter: &mut Prefilter,
+    ) -> Vec<Result<Item, DecodeError>> {
+        prefilter.prepare(snapshot, self.mappings());
+        self.decode_with(text, Some((snapshot, prefilter)))
+    }
+
+    /// The log mappings, in the order their numbers refer to.
+    fn mappings(&self) -> impl Iterator<Item = &Mapping> {
+        let slice: &[Mapping] = match self {
+            Decoder::Stix => &[],
+            Decoder::Mapped(mapping) => std::slice::from_ref(&**mapping),
+            Decoder::Auto { mappings, .. } => mappings,
+        };
+        slice.iter()
+    }
+
+    fn decode_with(
+        &self,
+        text: &str,
+        screen: Option<(&Snapshot, &mut Prefilter)>,
+    ) -> Vec<Result<Item, DecodeError>> {
         match self {
             Decoder::Stix => decode_stix(text),
-            Decoder::Mapped(mapping) => vec![decode_mapped(mapping, text)],
+            Decoder::Mapped(mapping) => vec![decode_mapped(mapping, 0, text, screen)],
             Decoder::Auto {
                 mappings,
                 detection,
@@ -147,9 +194,9 @@ impl Decoder {
                 if matches!(stix_type, Some("observed-data" | "bundle")) {
                     return decode_stix(text);
                 }
-                for mapping in mappings {
+                for (mapping_no, mapping) in mappings.iter().enumerate() {
                     if mapping.detects_in(detection, &fields) {
-                        return vec![decode_mapped(mapping, text)];
+                        return vec![decode_mapped(mapping, mapping_no, text, screen)];
                     }
                 }
                 if text.trim_start().starts_with('[') {
@@ -163,7 +210,22 @@ impl Decoder {
     }
 }
 
-fn decode_stix(text: &str) -> Vec<Result<Decoded, DecodeError>> {
+/// What one decoded document, or one observed-data of it, gave.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// An observation.
+    Observed(Decoded),
+    /// A log event that no indicator of the screening snapshot can match:
+    /// what matching needs of it, without its observation.
+    Cleared {
+        /// The event's time (its observation's `last_observed`).
+        last_observed: Timestamp,
+        /// `format/kind`, as [`Decoded::label`].
+        label: Arc<str>,
+    },
+}
+
+fn decode_stix(text: &str) -> Vec<Result<Item, DecodeError>> {
     let doc: Value = match serde_json::from_str(text) {
         Ok(doc) => doc,
         Err(e) => return vec![Err(DecodeError::Json(e.to_string()))],
@@ -175,9 +237,11 @@ fn decode_stix(text: &str) -> Vec<Result<Decoded, DecodeError>> {
     found
         .into_iter()
         .map(|r| {
-            r.map(|observation| Decoded {
-                observation,
-                label: Arc::from("stix"),
+            r.map(|observation| {
+                Item::Observed(Decoded {
+                    observation,
+                    label: Arc::from("stix"),
+                })
             })
             .map_err(DecodeError::from)
         })
@@ -189,17 +253,33 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Fields> = std::cell::RefCell::new(Fields::default());
 }
 
-fn decode_mapped(mapping: &Mapping, text: &str) -> Result<Decoded, DecodeError> {
+fn decode_mapped(
+    mapping: &Mapping,
+    mapping_no: usize,
+    text: &str,
+    screen: Option<(&Snapshot, &mut Prefilter)>,
+) -> Result<Item, DecodeError> {
     SCRATCH.with(|scratch| {
         let mut fields = scratch.borrow_mut();
         mapping
             .fields()
             .extract_into(text, &mut fields)
             .map_err(|e| DecodeError::Json(e.to_string()))?;
+        if let Some((snapshot, prefilter)) = screen {
+            if let Screen::Clear(last_observed, label) =
+                prefilter.screen(snapshot, mapping_no, mapping, &fields)?
+            {
+                let label = Arc::clone(label);
+                return Ok(Item::Cleared {
+                    last_observed,
+                    label,
+                });
+            }
+        }
         let (observation, kind) = mapping.observe(&fields)?;
-        Ok(Decoded {
+        Ok(Item::Observed(Decoded {
             label: Arc::clone(kind),
             observation,
-        })
+        }))
     })
 }

@@ -247,7 +247,7 @@ pub enum EventError {
 
 /// A compiled property rule.
 #[derive(Debug, Clone)]
-enum Property {
+pub(super) enum Property {
     Field {
         field: FieldRef,
         normalize: Normalize,
@@ -264,7 +264,7 @@ enum Property {
 }
 
 #[derive(Debug, Clone)]
-enum TemplatePart {
+pub(super) enum TemplatePart {
     Text(String),
     Field(FieldRef),
 }
@@ -272,7 +272,7 @@ enum TemplatePart {
 /// Where a value comes from: a field path, or an element chosen from a
 /// list by one of its members (`file.hashes[algorithm_id=3].value`).
 #[derive(Debug, Clone)]
-enum FieldRef {
+pub(super) enum FieldRef {
     Plain(FieldId),
     Select {
         list: FieldId,
@@ -312,7 +312,7 @@ impl FieldRef {
     }
 
     /// The value in one event's decoded fields.
-    fn get<'a>(&self, fields: &'a Fields) -> Option<&'a Value> {
+    pub(super) fn get<'a>(&self, fields: &'a Fields) -> Option<&'a Value> {
         match self {
             FieldRef::Plain(id) => fields.get(*id),
             FieldRef::Select {
@@ -333,18 +333,35 @@ impl FieldRef {
 }
 
 #[derive(Debug, Clone)]
-struct ObjectRule {
-    key: String,
-    object_type: String,
-    requires: Vec<FieldRef>,
-    properties: Vec<(String, Property)>,
+pub(super) struct ObjectRule {
+    pub(super) key: String,
+    /// A STIX type, or `ip` (IPv4 or IPv6, as the value says).
+    pub(super) object_type: String,
+    pub(super) requires: Vec<FieldRef>,
+    pub(super) properties: Vec<(String, Property)>,
+}
+
+impl ObjectRule {
+    /// The types of the objects the rule can build.
+    pub(super) fn object_types(&self) -> impl Iterator<Item = &str> {
+        let types = match self.object_type.as_str() {
+            "ip" => ["ipv4-addr", "ipv6-addr"],
+            other => [other, ""],
+        };
+        types.into_iter().filter(|t| !t.is_empty())
+    }
+
+    /// True when every field the rule requires is there.
+    pub(super) fn applies(&self, fields: &Fields) -> bool {
+        self.requires.iter().all(|f| f.get(fields).is_some())
+    }
 }
 
 #[derive(Debug, Clone)]
-struct Kind {
+pub(super) struct Kind {
     name: String,
     /// `format/name`, the label of its observations in summaries.
-    label: Arc<str>,
+    pub(super) label: Arc<str>,
     /// Detection paths as written, for detection with another field set.
     detect_paths: Vec<String>,
     detect_equal_paths: Vec<(String, Value)>,
@@ -352,15 +369,16 @@ struct Kind {
     detect_equals: Vec<(FieldId, Value)>,
     time_field: FieldId,
     time_path: String,
-    time_format: TimeFormat,
-    objects: Vec<ObjectRule>,
-    each: Vec<EachRule>,
+    pub(super) time_format: TimeFormat,
+    pub(super) objects: Vec<ObjectRule>,
+    pub(super) each: Vec<EachRule>,
 }
 
 #[derive(Debug, Clone)]
-struct EachRule {
+pub(super) struct EachRule {
     list: FieldId,
-    key: String,
+    /// Objects are keyed by this and the element's position.
+    pub(super) key: String,
     member: Option<String>,
     object_type: Option<String>,
     type_from: Option<TypeFrom>,
@@ -370,7 +388,7 @@ struct EachRule {
 #[derive(Debug, Clone)]
 pub struct Mapping {
     format: String,
-    kinds: Vec<Kind>,
+    pub(super) kinds: Vec<Kind>,
     fields: FieldSet,
 }
 
@@ -513,13 +531,70 @@ impl Mapping {
     }
 
     fn kind_for(&self, fields: &Fields) -> Option<&Kind> {
-        self.kinds.iter().find(|kind| {
+        self.kind_position(fields).map(|at| &self.kinds[at])
+    }
+
+    /// The position of the first kind whose detection rule holds.
+    fn kind_position(&self, fields: &Fields) -> Option<usize> {
+        self.kinds.iter().position(|kind| {
             kind.detect_fields.iter().all(|f| fields.get(*f).is_some())
                 && kind
                     .detect_equals
                     .iter()
                     .all(|(f, v)| fields.get(*f) == Some(v))
         })
+    }
+
+    /// What [`Mapping::observe`] checks of an event without building its
+    /// objects: the position of its kind and its time, or the same error.
+    pub(super) fn kind_and_time(&self, fields: &Fields) -> Result<(usize, Timestamp), EventError> {
+        let no_kind = || EventError::NoKind {
+            format: self.format.clone(),
+        };
+        let at = self.kind_position(fields).ok_or_else(no_kind)?;
+        Ok((at, read_time(fields, &self.kinds[at])?))
+    }
+
+    /// True when [`Mapping::observe`] would build at least one object of
+    /// kind `kind` from `fields` (it fails with [`EventError::Empty`]
+    /// otherwise), found without building any.
+    pub(super) fn builds_an_object(kind: &Kind, fields: &Fields) -> bool {
+        // Whether the object of each key holds a property; a later rule
+        // with the same key replaces the object of an earlier one.
+        let mut holds: Vec<(&str, bool)> = Vec::new();
+        for rule in &kind.objects {
+            if !rule.applies(fields) {
+                continue;
+            }
+            let evaluated = |name: &str, property: &Property| {
+                (name == "value" || rule.object_type != "ip")
+                    .then(|| evaluate(property, fields, kind.time_format))
+                    .flatten()
+            };
+            let mut values = rule
+                .properties
+                .iter()
+                .filter(|(_, p)| !matches!(p, Property::Ref(_)))
+                .filter_map(|(name, p)| Some((name, evaluated(name, p)?)));
+            let held = if rule.object_type == "ip" {
+                values
+                    .any(|(name, v)| name == "value" && v.as_str().and_then(parse_ip_net).is_some())
+            } else {
+                values.next().is_some()
+            };
+            if rule.object_type == "ip" && !held {
+                continue; // not built at all, replaces nothing
+            }
+            match holds.iter_mut().find(|(key, _)| *key == rule.key) {
+                Some(slot) => slot.1 = held,
+                None => holds.push((&rule.key, held)),
+            }
+        }
+        holds.iter().any(|(_, held)| *held)
+            || kind
+                .each
+                .iter()
+                .any(|rule| !each_objects(rule, fields).is_empty())
     }
 
     /// Builds the observation of one event from its decoded fields; also
@@ -638,7 +713,7 @@ fn compile_each(
 }
 
 /// The objects an each rule builds from one event: (key, object).
-fn each_objects(rule: &EachRule, fields: &Fields) -> Vec<(String, Map<String, Value>)> {
+pub(super) fn each_objects(rule: &EachRule, fields: &Fields) -> Vec<(String, Map<String, Value>)> {
     let Some(items) = fields.get(rule.list) else {
         return Vec::new();
     };
@@ -809,7 +884,11 @@ fn first_fields(property: &Property) -> Option<Vec<FieldRef>> {
     }
 }
 
-fn evaluate(property: &Property, fields: &Fields, time_format: TimeFormat) -> Option<Value> {
+pub(super) fn evaluate(
+    property: &Property,
+    fields: &Fields,
+    time_format: TimeFormat,
+) -> Option<Value> {
     match property {
         Property::Field {
             field,

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::matcher::{Snapshot, StreamConfig, StreamState};
-use crate::observe::decoder::{DecodeError, Decoder};
+use crate::observe::decoder::{DecodeError, Decoder, Item};
+use crate::observe::prefilter::Prefilter;
 use crate::stix::sighting::{Aggregator, EmittedIds, SensorIdentity, evidence, sighting};
 
 /// How the pipeline writes sightings.
@@ -39,6 +40,10 @@ pub struct PipelineConfig {
     pub max_remembered_ids: usize,
     /// Bounds of the stream state.
     pub stream: StreamConfig,
+    /// Screen log events against the indexes before building their
+    /// observations, so that an event no indicator can match costs its
+    /// decoding only. The output is the same either way. Default on.
+    pub screen_events: bool,
 }
 
 impl Default for PipelineConfig {
@@ -49,6 +54,7 @@ impl Default for PipelineConfig {
             max_aggregates: 100_000,
             max_remembered_ids: 1 << 20,
             stream: StreamConfig::default(),
+            screen_events: true,
         }
     }
 }
@@ -62,6 +68,9 @@ pub struct PipelineStats {
     pub observations: BTreeMap<String, u64>,
     /// Documents or observed-data refused.
     pub rejected: u64,
+    /// Observations (counted in `observations` too) that were not built:
+    /// screening found nothing an indicator looks for in their events.
+    pub screened: u64,
     /// Matches found.
     pub matches: u64,
     /// Sighting objects written (updates of an aggregate included).
@@ -76,6 +85,8 @@ pub struct Pipeline {
     emitted: EmittedIds,
     aggregator: Option<Aggregator>,
     stats: PipelineStats,
+    screen_events: bool,
+    prefilter: Prefilter,
 }
 
 impl Pipeline {
@@ -90,6 +101,8 @@ impl Pipeline {
                 .aggregate_window_nanos
                 .map(|window| Aggregator::new(window, config.max_aggregates)),
             stats: PipelineStats::default(),
+            screen_events: config.screen_events,
+            prefilter: Prefilter::default(),
         }
     }
 
@@ -113,21 +126,35 @@ impl Pipeline {
     ) -> Vec<DecodeError> {
         self.stats.documents += 1;
         let mut errors = Vec::new();
-        for decoded in self.decoder.decode(text) {
-            let decoded = match decoded {
-                Ok(decoded) => decoded,
+        let items = if self.screen_events {
+            self.decoder
+                .decode_screened(text, snapshot, &mut self.prefilter)
+        } else {
+            self.decoder
+                .decode(text)
+                .into_iter()
+                .map(|r| r.map(Item::Observed))
+                .collect()
+        };
+        for item in items {
+            let decoded = match item {
+                Ok(Item::Observed(decoded)) => decoded,
+                Ok(Item::Cleared {
+                    last_observed,
+                    label,
+                }) => {
+                    self.count_observation(&label);
+                    self.stats.screened += 1;
+                    self.stream.pass(last_observed);
+                    continue;
+                }
                 Err(e) => {
                     self.stats.rejected += 1;
                     errors.push(e);
                     continue;
                 }
             };
-            match self.stats.observations.get_mut(&*decoded.label) {
-                Some(count) => *count += 1,
-                None => {
-                    self.stats.observations.insert(decoded.label.to_string(), 1);
-                }
-            }
+            self.count_observation(&decoded.label);
             for m in self.stream.process(snapshot, Arc::new(decoded.observation)) {
                 self.stats.matches += 1;
                 let (objects, sighted) = evidence(&m, &self.sensor);
@@ -148,6 +175,15 @@ impl Pipeline {
             }
         }
         errors
+    }
+
+    fn count_observation(&mut self, label: &str) {
+        match self.stats.observations.get_mut(label) {
+            Some(count) => *count += 1,
+            None => {
+                self.stats.observations.insert(label.to_string(), 1);
+            }
+        }
     }
 
     fn emit(&mut self, object: Value, out: &mut Vec<Value>) {

@@ -268,6 +268,9 @@ fn process_batch(
         }
     }
     metrics.matches.inc_by(after.matches - before.matches);
+    metrics
+        .observations_screened
+        .inc_by(after.screened - before.screened);
     metrics.record_evictions(windows_before, pipeline.stream().stats());
     results
 }

@@ -41,6 +41,9 @@ pub struct Metrics {
     pub indicators_rejected: IntCounterVec,
     /// Matches found.
     pub matches: IntCounter,
+    /// Observations not built: screening found nothing an indicator
+    /// looks for in their events.
+    pub observations_screened: IntCounter,
     /// Sighting objects acknowledged by the broker.
     pub sightings_produced: IntCounter,
     /// STIX objects acknowledged by the broker.
@@ -184,6 +187,12 @@ impl Metrics {
                 &["reason"],
             ),
             matches: counter(&r, "sightline_matches_total", "Matches found."),
+            observations_screened: counter(
+                &r,
+                "sightline_observations_screened_total",
+                "Log events passed without building their observation: no index \
+                 of the indicator set finds anything in them.",
+            ),
             sightings_produced: counter(
                 &r,
                 "sightline_sightings_produced_total",
@@ -428,6 +437,7 @@ mod tests {
             "sightline_indicator_updates_total",
             "sightline_indicators_rejected_total",
             "sightline_matches_total",
+            "sightline_observations_screened_total",
             "sightline_sightings_produced_total",
             "sightline_objects_produced_total",
             "sightline_processing_seconds",
