@@ -54,10 +54,8 @@ pub(crate) use index::FastMap;
 pub use segment::CompileStats;
 pub use stream::{Match, StreamConfig, StreamState, StreamStats};
 
-use serde_json::Value;
-
-use crate::eval::{Reached, for_each_reached_in_property};
-use crate::pattern::{ObjectPath, PathStep};
+use crate::eval::Reached;
+use crate::pattern::ObjectPath;
 use crate::stix::observation::Observation;
 use crate::stix::timestamp::Timestamp;
 pub(crate) use segment::Scratch;
@@ -112,7 +110,7 @@ pub struct Snapshot {
 }
 
 /// Where one field index sits in a snapshot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct IndexRef {
     segment: u32,
     field: u32,
@@ -204,32 +202,6 @@ impl Snapshot {
         self.segments
             .get(at.segment as usize)
             .is_some_and(|s| s.index_finds(at.field, reached, scratch))
-    }
-
-    /// True when an object of `object_type` whose property `name` holds
-    /// `value` could be a candidate of some leaf, whatever else it holds.
-    pub(crate) fn property_may_hit(
-        &self,
-        object_type: &str,
-        name: &str,
-        value: &Value,
-        scratch: &mut Scratch,
-    ) -> bool {
-        if self.has_unanchored(object_type) {
-            return true;
-        }
-        self.indexed_paths(object_type)
-            .into_iter()
-            .any(|(at, path)| {
-                if !matches!(path.steps.first(), Some(PathStep::Key(k)) if k == name) {
-                    return false;
-                }
-                let mut found = false;
-                for_each_reached_in_property(path, object_type, value, &mut |reached| {
-                    found = found || self.index_finds(at, &reached, scratch);
-                });
-                found
-            })
     }
 
     /// Every leaf of a live indicator that holds on `obs`. `scratch` is

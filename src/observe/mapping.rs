@@ -559,42 +559,46 @@ impl Mapping {
     /// kind `kind` from `fields` (it fails with [`EventError::Empty`]
     /// otherwise), found without building any.
     pub(super) fn builds_an_object(kind: &Kind, fields: &Fields) -> bool {
-        // Whether the object of each key holds a property; a later rule
-        // with the same key replaces the object of an earlier one.
-        let mut holds: Vec<(&str, bool)> = Vec::new();
-        for rule in &kind.objects {
-            if !rule.applies(fields) {
+        // The object of a key is the one of the last rule that builds it,
+        // so the rules are read from the last: the first one found for a
+        // key decides whether that key's object holds a property.
+        let mut decided: Vec<&str> = Vec::new();
+        for rule in kind.objects.iter().rev() {
+            if decided.contains(&rule.key.as_str()) || !rule.applies(fields) {
                 continue;
             }
-            let evaluated = |name: &str, property: &Property| {
-                (name == "value" || rule.object_type != "ip")
-                    .then(|| evaluate(property, fields, kind.time_format))
-                    .flatten()
-            };
+            let value_of = |property: &Property| evaluate(property, fields, kind.time_format);
+            if rule.object_type == "ip" {
+                let typed = rule
+                    .properties
+                    .iter()
+                    .rev()
+                    .find(|(name, _)| name == "value");
+                let value = typed.and_then(|(_, p)| value_of(p));
+                if value
+                    .as_ref()
+                    .and_then(Value::as_str)
+                    .and_then(parse_ip_net)
+                    .is_some()
+                {
+                    return true;
+                }
+                continue; // not built at all, replaces nothing
+            }
             let mut values = rule
                 .properties
                 .iter()
-                .filter(|(_, p)| !matches!(p, Property::Ref(_)))
-                .filter_map(|(name, p)| Some((name, evaluated(name, p)?)));
-            let held = if rule.object_type == "ip" {
-                values
-                    .any(|(name, v)| name == "value" && v.as_str().and_then(parse_ip_net).is_some())
-            } else {
-                values.next().is_some()
-            };
-            if rule.object_type == "ip" && !held {
-                continue; // not built at all, replaces nothing
+                .filter(|(_, p)| !matches!(p, Property::Ref(_)));
+            if values.any(|(_, p)| value_of(p).is_some()) {
+                return true;
             }
-            match holds.iter_mut().find(|(key, _)| *key == rule.key) {
-                Some(slot) => slot.1 = held,
-                None => holds.push((&rule.key, held)),
-            }
+            decided.push(&rule.key);
         }
-        holds.iter().any(|(_, held)| *held)
-            || kind
-                .each
-                .iter()
-                .any(|rule| !each_objects(rule, fields).is_empty())
+        kind.each.iter().any(|rule| {
+            let mut any = false;
+            each_values(rule, fields, |_, _| any = true);
+            any
+        })
     }
 
     /// Builds the observation of one event from its decoded fields; also
@@ -714,14 +718,30 @@ fn compile_each(
 
 /// The objects an each rule builds from one event: (key, object).
 pub(super) fn each_objects(rule: &EachRule, fields: &Fields) -> Vec<(String, Map<String, Value>)> {
+    let mut out = Vec::new();
+    each_values(rule, fields, |i, (object_type, value)| {
+        let mut object = Map::new();
+        object.insert("type".into(), Value::String(object_type.to_string()));
+        object.insert("value".into(), Value::String(value));
+        out.push((format!("{}{i}", rule.key), object));
+    });
+    out
+}
+
+/// Calls `f` with the position in the list and the type and value of each
+/// object an each rule builds from one event.
+pub(super) fn each_values(
+    rule: &EachRule,
+    fields: &Fields,
+    mut f: impl FnMut(usize, (&str, String)),
+) {
     let Some(items) = fields.get(rule.list) else {
-        return Vec::new();
+        return;
     };
     let items: &[Value] = match items {
         Value::Array(items) => items,
         single => std::slice::from_ref(single),
     };
-    let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let value = match &rule.member {
             Some(member) => item.get(member.as_str()),
@@ -731,25 +751,20 @@ pub(super) fn each_objects(rule: &EachRule, fields: &Fields) -> Vec<(String, Map
             continue;
         };
         let declared = match (&rule.object_type, &rule.type_from) {
-            (Some(t), _) => t.clone(),
+            (Some(t), _) => t.as_str(),
             (None, Some(from)) => {
                 let code = item.get(from.member.as_str()).and_then(scalar_text);
                 match code.and_then(|c| from.map.get(c.as_ref())) {
-                    Some(t) => t.clone(),
+                    Some(t) => t.as_str(),
                     None => continue,
                 }
             }
             (None, None) => continue,
         };
-        let Some((object_type, value)) = typed_value(&declared, &text) else {
-            continue;
-        };
-        let mut object = Map::new();
-        object.insert("type".into(), Value::String(object_type.to_string()));
-        object.insert("value".into(), Value::String(value));
-        out.push((format!("{}{i}", rule.key), object));
+        if let Some(typed) = typed_value(declared, &text) {
+            f(i, typed);
+        }
     }
-    out
 }
 
 /// The STIX type and normalised value of `text` declared as `declared`.
