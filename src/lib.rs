@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod eval;
 pub mod matcher;
+pub mod memory;
 pub mod observe;
 pub mod pattern;
 pub mod pipeline;

@@ -136,7 +136,7 @@ fn matched_ids(snapshot: &Snapshot, observation: &Observation) -> BTreeSet<Strin
     StreamState::default()
         .process(snapshot, Arc::new(observation.clone()))
         .iter()
-        .map(|m| m.indicator.id.to_string())
+        .map(|m| m.indicator.to_string())
         .collect()
 }
 
@@ -948,7 +948,7 @@ fn check_stream(texts: &[String], stream: &[Observation], tally: &Tally) -> Test
         let ids = state
             .process(&snapshot, Arc::new(obs.clone()))
             .iter()
-            .map(|m| m.indicator.id.to_string())
+            .map(|m| m.indicator.to_string())
             .collect();
         reported.push(ids);
     }

@@ -137,6 +137,7 @@ impl Sink {
 pub fn run(args: &MatchArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let catalog = load_indicators(&args.indicators)?;
+    crate::memory::release_freed();
     let snapshot = catalog.snapshot();
 
     // A progress bar only for a file, and only on a terminal.

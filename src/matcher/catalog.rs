@@ -11,8 +11,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::ids::IdTable;
-use super::segment::Segment;
+use super::ids::{IdTable, IndicatorId};
+use super::segment::{Segment, Source, Staged};
 use super::{IndicatorRecord, SlotId, Snapshot};
 use crate::pattern::{PatternError, parse};
 use crate::stix::timestamp::Timestamp;
@@ -219,12 +219,12 @@ impl Catalog {
                 Update::Upsert(record) => {
                     let existed = self
                         .entries
-                        .get(&record.id)
+                        .get(&IndicatorId::new(&record.id))
                         .is_some_and(|e| e.live().is_some());
                     match self.stage(record) {
-                        Ok(Some((slot, record, old))) => {
+                        Ok(Some((staged, old))) => {
                             removed.extend(old);
-                            added.push((slot, record));
+                            added.push(staged);
                             Ok(if existed {
                                 Change::Replaced
                             } else {
@@ -253,8 +253,8 @@ impl Catalog {
         }
         // Versions replaced within this batch never reach a segment, and
         // their removal concerns no older segment.
-        let staged: HashSet<SlotId> = added.iter().map(|(slot, _)| *slot).collect();
-        added.retain(|(slot, _)| !removed.contains(slot));
+        let staged: HashSet<SlotId> = added.iter().map(|s| s.id).collect();
+        added.retain(|s| !removed.contains(&s.id));
         removed.retain(|slot| !staged.contains(slot));
         self.publish(added, removed)
     }
@@ -300,8 +300,12 @@ impl Catalog {
     /// Marks `id` revoked; returns the change and the slot to remove.
     /// Only a catalog already holding [`IdTable::MAX_LEN`] ids cannot
     /// remember a revocation of a new id; it ignores it.
-    fn stage_revoke(&mut self, id: &Arc<str>, modified: Timestamp) -> (Change, Option<SlotId>) {
-        let Some(entry) = self.entries.get_or_insert_with(id, || Entry::new(modified)) else {
+    fn stage_revoke(&mut self, id: &str, modified: Timestamp) -> (Change, Option<SlotId>) {
+        let id = IndicatorId::new(id);
+        let Some(entry) = self
+            .entries
+            .get_or_insert_with(&id, || Entry::new(modified))
+        else {
             return (Change::Ignored, None);
         };
         if entry.is_revoked() {
@@ -313,14 +317,15 @@ impl Catalog {
 
     /// Forgets `id`; returns the change and the slot to remove.
     fn stage_remove(&mut self, id: &str) -> (Change, Option<SlotId>) {
-        let Some(entry) = self.entries.get(id) else {
+        let id = IndicatorId::new(id);
+        let Some(entry) = self.entries.get(&id) else {
             return (Change::Ignored, None);
         };
         if entry.is_revoked() {
             return (Change::Ignored, None);
         }
         let old = entry.live();
-        self.entries.remove(id);
+        self.entries.remove(&id);
         match old {
             Some(slot) => (Change::Removed, Some(slot)),
             None => (Change::Ignored, None),
@@ -345,10 +350,10 @@ impl Catalog {
         let mut expired = HashSet::new();
         for segment in &self.snapshot.segments {
             for slot in &segment.slots {
-                let ended = slot.record.valid_until.is_some_and(|until| until <= now);
+                let ended = slot.valid_until.is_some_and(|until| until <= now);
                 if ended && !removed_anywhere.contains(&slot.id) {
                     expired.insert(slot.id);
-                    if let Some(entry) = self.entries.get_mut(&slot.record.id) {
+                    if let Some(entry) = self.entries.get_mut(&slot.indicator) {
                         if entry.live() == Some(slot.id) {
                             entry.take_live();
                         }
@@ -372,11 +377,9 @@ impl Catalog {
     fn stage(
         &mut self,
         record: IndicatorRecord,
-    ) -> Result<
-        Option<(SlotId, Arc<IndicatorRecord>, Option<SlotId>)>,
-        (IndicatorError, Option<SlotId>),
-    > {
-        if let Some(entry) = self.entries.get(&record.id) {
+    ) -> Result<Option<(Staged, Option<SlotId>)>, (IndicatorError, Option<SlotId>)> {
+        let id = IndicatorId::new(&record.id);
+        if let Some(entry) = self.entries.get(&id) {
             if entry.is_revoked() || record.modified <= entry.modified {
                 return Ok(None);
             }
@@ -384,7 +387,7 @@ impl Catalog {
         let parsed = parse(&record.pattern).map(drop);
         let Some(entry) = self
             .entries
-            .get_or_insert_with(&record.id, || Entry::new(record.modified))
+            .get_or_insert_with(&id, || Entry::new(record.modified))
         else {
             let limit = IdTable::<Entry>::MAX_LEN;
             let reason = format!(
@@ -400,7 +403,14 @@ impl Catalog {
                 let slot = self.next_slot;
                 self.next_slot += 1;
                 entry.state = slot;
-                Ok(Some((slot, Arc::new(record), old)))
+                let staged = Staged {
+                    id: slot,
+                    indicator: id,
+                    valid_from: record.valid_from,
+                    valid_until: record.valid_until,
+                    pattern: Source::Text(record.pattern),
+                };
+                Ok(Some((staged, old)))
             }
             Err(error) => Err((
                 IndicatorError::InvalidPattern {
@@ -416,7 +426,7 @@ impl Catalog {
     /// the merge policy asks.
     fn publish(
         &mut self,
-        added: Vec<(SlotId, Arc<IndicatorRecord>)>,
+        added: Vec<Staged>,
         removed: HashSet<SlotId>,
     ) -> Result<(), IndicatorError> {
         if added.is_empty() && removed.is_empty() {
@@ -481,9 +491,9 @@ fn merge(segments: &[Arc<Segment>]) -> Result<Segment, IndicatorError> {
     }
     let entries = segments
         .iter()
-        .flat_map(|s| s.slots.iter())
-        .filter(|slot| !removed_here.contains(&slot.id))
-        .map(|slot| (slot.id, Arc::clone(&slot.record)))
+        .flat_map(|s| s.slots.iter().map(move |slot| (s, slot)))
+        .filter(|(_, slot)| !removed_here.contains(&slot.id))
+        .map(|(s, slot)| s.staged(slot))
         .collect();
     Segment::build(entries, removed_older)
 }

@@ -36,7 +36,7 @@
 //! let observation = observations_from_document(&doc).remove(0).unwrap();
 //! let mut stream = StreamState::default();
 //! let matches = stream.process(&snapshot, Arc::new(observation));
-//! assert_eq!(&*matches[0].indicator.id, "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f");
+//! assert_eq!(matches[0].indicator.to_string(), "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f");
 //! # Ok::<(), sightline::matcher::IndicatorError>(())
 //! ```
 
@@ -50,6 +50,7 @@ mod stream;
 use std::sync::Arc;
 
 pub use catalog::{Catalog, CatalogConfig, Change, IndicatorError, Update};
+pub use ids::IndicatorId;
 pub(crate) use index::FastMap;
 pub use segment::CompileStats;
 pub use stream::{Match, StreamConfig, StreamState, StreamStats};
@@ -95,9 +96,19 @@ impl IndicatorRecord {
     /// True when an observation over `[first, last]` overlaps the validity
     /// interval `[valid_from, valid_until)`.
     pub fn is_valid_during(&self, first: Timestamp, last: Timestamp) -> bool {
-        self.valid_from.is_none_or(|from| last >= from)
-            && self.valid_until.is_none_or(|until| first < until)
+        is_valid_during(self.valid_from, self.valid_until, first, last)
     }
+}
+
+/// True when `[first, last]` overlaps `[valid_from, valid_until)`; a missing
+/// bound is open.
+fn is_valid_during(
+    valid_from: Option<Timestamp>,
+    valid_until: Option<Timestamp>,
+    first: Timestamp,
+    last: Timestamp,
+) -> bool {
+    valid_from.is_none_or(|from| last >= from) && valid_until.is_none_or(|until| first < until)
 }
 
 /// An immutable compiled indicator set, shared by every matching task.

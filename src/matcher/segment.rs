@@ -9,28 +9,68 @@ use serde_json::Value;
 use super::anchor::{LeafAnchors, leaf_anchors};
 use super::catalog::IndicatorError;
 use super::index::{FastMap, FieldIndex, MAX_TARGETS, Target};
-use super::{IndicatorRecord, SlotId};
+use super::{IndicatorId, SlotId, is_valid_during};
 use crate::eval::{Reached, for_each_reached, object_matches};
 use crate::pattern::{ComparisonExpr, ObjectPath, ObservationExpr, Pattern, parse};
 use crate::stix::observation::Observation;
+use crate::stix::timestamp::Timestamp;
 
 /// How a matched indicator is confirmed.
 #[derive(Debug)]
 pub(crate) enum Plan {
-    /// `[c]` whose anchors decide `c`: a hit is a match.
-    Exact,
+    /// `[c]` whose anchors decide `c`: a hit is a match. The pattern is
+    /// kept as text in the segment's [`Segment::texts`], parsed again when
+    /// a merge rebuilds the segment: a syntax tree per indicator would cost
+    /// more than the rest of it.
+    Exact(TextRef),
     /// `[c]` needing verification of `c` on the hit object.
     Verify(Arc<Pattern>),
     /// Observation operators or qualifiers: leaf hits feed a window.
     Stateful(Arc<Pattern>),
 }
 
-/// One indicator in a segment.
+/// One indicator in a segment: all that matching keeps of it, inline, so
+/// that a million of them are one vector.
 #[derive(Debug)]
 pub(crate) struct Slot {
     pub id: SlotId,
-    pub record: Arc<IndicatorRecord>,
+    pub indicator: IndicatorId,
+    /// Start of validity; `None` means always.
+    pub valid_from: Option<Timestamp>,
+    /// End of validity, exclusive; `None` means never.
+    pub valid_until: Option<Timestamp>,
     pub plan: Plan,
+}
+
+impl Slot {
+    /// True when an observation over `[first, last]` overlaps the validity.
+    pub fn is_valid_during(&self, first: Timestamp, last: Timestamp) -> bool {
+        is_valid_during(self.valid_from, self.valid_until, first, last)
+    }
+}
+
+/// Where a pattern's text is in [`Segment::texts`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TextRef {
+    start: u32,
+    len: u32,
+}
+
+/// An indicator to compile into a segment.
+#[derive(Debug)]
+pub(crate) struct Staged {
+    pub id: SlotId,
+    pub indicator: IndicatorId,
+    pub valid_from: Option<Timestamp>,
+    pub valid_until: Option<Timestamp>,
+    pub pattern: Source,
+}
+
+/// A pattern as text, or as a syntax tree a slot already held.
+#[derive(Debug)]
+pub(crate) enum Source {
+    Text(Box<str>),
+    Parsed(Arc<Pattern>),
 }
 
 /// What a target points at.
@@ -96,6 +136,9 @@ pub(crate) struct Segment {
     /// Slots of older segments that this segment removes.
     pub removed: HashSet<SlotId>,
     pub stats: CompileStats,
+    /// The pattern texts of exact slots, one after the other: one
+    /// allocation instead of one per indicator.
+    texts: String,
 }
 
 /// The leaves of a pattern, left to right (the numbering the binding
@@ -104,6 +147,17 @@ pub(crate) fn leaves(pattern: &Pattern) -> Vec<&ComparisonExpr> {
     let mut out = Vec::new();
     pattern.root.for_each_observation(&mut |c| out.push(c));
     out
+}
+
+/// Bytes of the pattern texts among `entries`.
+fn text_bytes(entries: &[Staged]) -> usize {
+    entries
+        .iter()
+        .map(|e| match &e.pattern {
+            Source::Text(text) => text.len(),
+            Source::Parsed(_) => 0,
+        })
+        .sum()
 }
 
 impl Segment {
@@ -118,7 +172,7 @@ impl Segment {
     /// more than [`MAX_TARGETS`] leaves, or when an automaton or regex set
     /// exceeds its size limit.
     pub(crate) fn build(
-        entries: Vec<(SlotId, Arc<IndicatorRecord>)>,
+        entries: Vec<Staged>,
         removed: HashSet<SlotId>,
     ) -> Result<Segment, IndicatorError> {
         let mut segment = Segment {
@@ -129,15 +183,21 @@ impl Segment {
             unanchored: FastMap::default(),
             removed,
             stats: CompileStats::default(),
+            texts: String::with_capacity(text_bytes(&entries)),
         };
         let mut field_pos: FastMap<crate::pattern::ObjectPath, usize> = FastMap::default();
 
-        for (id, record) in entries {
-            let pattern =
-                parse(&record.pattern).map_err(|error| IndicatorError::InvalidPattern {
-                    id: Arc::clone(&record.id),
-                    error,
-                })?;
+        for staged in entries {
+            let (pattern, text) = match staged.pattern {
+                Source::Text(text) => {
+                    let parsed = parse(&text).map_err(|error| IndicatorError::InvalidPattern {
+                        id: staged.indicator.to_arc(),
+                        error,
+                    })?;
+                    (Arc::new(parsed), Some(text))
+                }
+                Source::Parsed(pattern) => (pattern, None),
+            };
             let slot = segment.slots.len() as u32;
             let single = matches!(pattern.root, ObservationExpr::Observation(_));
             let mut all_exact = single;
@@ -152,7 +212,7 @@ impl Segment {
                     return Err(IndicatorError::Compile(format!(
                         "indicator {}: the segment's leaf count would exceed the limit of \
                          {MAX_TARGETS}",
-                        record.id
+                        staged.indicator
                     )));
                 }
                 let target = segment.leaves.len() as Target;
@@ -200,13 +260,20 @@ impl Segment {
             }
             let plan = if !single {
                 segment.stats.stateful += 1;
-                Plan::Stateful(Arc::new(pattern))
+                Plan::Stateful(pattern)
             } else if all_exact {
-                Plan::Exact
+                let text = text.unwrap_or_else(|| pattern.to_string().into());
+                Plan::Exact(segment.keep_text(&text, &staged.indicator)?)
             } else {
-                Plan::Verify(Arc::new(pattern))
+                Plan::Verify(pattern)
             };
-            segment.slots.push(Slot { id, record, plan });
+            segment.slots.push(Slot {
+                id: staged.id,
+                indicator: staged.indicator,
+                valid_from: staged.valid_from,
+                valid_until: staged.valid_until,
+                plan,
+            });
         }
         for field in &mut segment.fields {
             field.finish().map_err(IndicatorError::Compile)?;
@@ -267,9 +334,52 @@ impl Segment {
         }
     }
 
+    /// Appends `text` to the segment's texts.
+    fn keep_text(
+        &mut self,
+        text: &str,
+        indicator: &IndicatorId,
+    ) -> Result<TextRef, IndicatorError> {
+        let start = self.texts.len();
+        if u32::try_from(start + text.len()).is_err() {
+            return Err(IndicatorError::Compile(format!(
+                "indicator {indicator}: the segment's pattern text would exceed the limit of \
+                 {} bytes",
+                u32::MAX
+            )));
+        }
+        self.texts.push_str(text);
+        Ok(TextRef {
+            start: start as u32,
+            len: text.len() as u32,
+        })
+    }
+
+    /// What a rebuild of `slot`, one of this segment's, compiles it from.
+    pub(crate) fn staged(&self, slot: &Slot) -> Staged {
+        let pattern = match &slot.plan {
+            Plan::Exact(at) => {
+                let range = at.start as usize..(at.start + at.len) as usize;
+                let text = self.texts.get(range);
+                Source::Text(
+                    text.expect("a slot's text lies in its segment's texts")
+                        .into(),
+                )
+            }
+            Plan::Verify(p) | Plan::Stateful(p) => Source::Parsed(Arc::clone(p)),
+        };
+        Staged {
+            id: slot.id,
+            indicator: slot.indicator.clone(),
+            valid_from: slot.valid_from,
+            valid_until: slot.valid_until,
+            pattern,
+        }
+    }
+
     fn verify(&self, slot: &Slot, leaf: u32, object: &Value, obs: &Observation) -> bool {
         let pattern = match &slot.plan {
-            Plan::Exact => return true,
+            Plan::Exact(_) => return true,
             Plan::Verify(p) | Plan::Stateful(p) => p,
         };
         leaves(pattern)

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use super::index::FastMap;
 use super::segment::{LeafHit, Plan, Scratch};
-use super::{IndicatorRecord, SlotId, Snapshot};
+use super::{IndicatorId, SlotId, Snapshot};
 use crate::eval::{ObservationSet, bindings_including};
 use crate::pattern::{ComparisonExpr, ObservationExpr, Pattern, Qualifier};
 use crate::stix::observation::Observation;
@@ -76,8 +76,8 @@ pub struct StreamStats {
 /// One indicator matched by a set of observations.
 #[derive(Clone, Debug)]
 pub struct Match {
-    /// The indicator.
-    pub indicator: Arc<IndicatorRecord>,
+    /// The indicator's id.
+    pub indicator: IndicatorId,
     /// The observations that satisfied its pattern, oldest first.
     pub observations: Vec<Arc<Observation>>,
     /// For a pattern of one `[...]`: the key, in the observation, of the
@@ -104,7 +104,7 @@ struct Window {
 #[derive(Default)]
 pub struct StreamState {
     config: StreamConfig,
-    windows: FastMap<Arc<str>, Window>,
+    windows: FastMap<IndicatorId, Window>,
     watermark: Option<Timestamp>,
     stats: StreamStats,
     /// Candidate buffer reused between observations.
@@ -158,14 +158,14 @@ impl StreamState {
                 leaves_hit.push(hits[i].leaf);
                 i += 1;
             }
-            let record = &slot.record;
-            if !record.is_valid_during(observation.first_observed, observation.last_observed) {
+            if !slot.is_valid_during(observation.first_observed, observation.last_observed) {
                 self.stats.outside_validity += 1;
                 continue;
             }
+            let indicator = &slot.indicator;
             match &slot.plan {
-                Plan::Exact | Plan::Verify(_) => matches.push(Match {
-                    indicator: Arc::clone(record),
+                Plan::Exact(_) | Plan::Verify(_) => matches.push(Match {
+                    indicator: indicator.clone(),
                     object_key: observation.objects.get(first_object).map(|o| o.key.clone()),
                     observations: vec![Arc::clone(&observation)],
                 }),
@@ -174,7 +174,7 @@ impl StreamState {
                         observation: Arc::clone(&observation),
                         leaves: leaves_hit,
                     };
-                    if let Some(found) = self.stateful(slot.id, record, pattern, entry) {
+                    if let Some(found) = self.stateful(slot.id, indicator, pattern, entry) {
                         matches.push(found);
                     }
                 }
@@ -187,7 +187,7 @@ impl StreamState {
     fn stateful(
         &mut self,
         slot: SlotId,
-        record: &Arc<IndicatorRecord>,
+        indicator: &IndicatorId,
         pattern: &Pattern,
         entry: WindowEntry,
     ) -> Option<Match> {
@@ -196,12 +196,12 @@ impl StreamState {
             None => self.config.retention_nanos,
         };
         let watermark = self.watermark.unwrap_or(Timestamp::EPOCH);
-        if !self.windows.contains_key(&record.id) && self.windows.len() >= self.config.max_windows {
+        if !self.windows.contains_key(indicator) && self.windows.len() >= self.config.max_windows {
             self.evict_oldest_window();
         }
         let window = self
             .windows
-            .entry(Arc::clone(&record.id))
+            .entry(indicator.clone())
             .or_insert_with(|| Window {
                 slot,
                 entries: VecDeque::new(),
@@ -254,7 +254,7 @@ impl StreamState {
             .collect();
         observations.sort_by_key(|o| o.first_observed);
         Some(Match {
-            indicator: Arc::clone(record),
+            indicator: indicator.clone(),
             observations,
             object_key: None,
         })
@@ -265,7 +265,7 @@ impl StreamState {
             .windows
             .iter()
             .min_by_key(|(_, w)| w.newest)
-            .map(|(k, _)| Arc::clone(k));
+            .map(|(k, _)| k.clone());
         if let Some(key) = oldest {
             self.windows.remove(&key);
             self.stats.evicted_windows += 1;
@@ -324,7 +324,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::matcher::Catalog;
+    use crate::matcher::{Catalog, IndicatorRecord};
 
     fn observation(secs: i64, domain: &str) -> Arc<Observation> {
         let objects = BTreeMap::from([(

@@ -34,6 +34,9 @@ const CATCH_UP_BATCH: usize = 50_000;
 const LIVE_BATCH: usize = 5_000;
 /// Most message bytes held for one batch (kept for dead letters).
 const MAX_BATCH_BYTES: usize = 64 << 20;
+/// A batch at least this large is followed by returning freed memory to
+/// the operating system (loads and catch-up, not live trickles).
+const BULK_CHANGES: usize = 10_000;
 /// Longest a read change waits before it is published.
 const LIVE_DELAY: Duration = Duration::from_millis(200);
 /// How often indicators past their `valid_until` are dropped.
@@ -360,6 +363,7 @@ impl Reader {
     /// Applies a batch and publishes the snapshot.
     fn apply(&mut self, pending: Vec<Pending>, kept: &mut [Kept]) {
         let started = Instant::now();
+        let bulk = pending.len() >= BULK_CHANGES;
         let origins: Vec<usize> = pending.iter().map(|p| p.message).collect();
         let (results, published) = self.catalog.apply(pending.into_iter().map(|p| p.update));
         for (result, message) in results.into_iter().zip(origins) {
@@ -382,6 +386,9 @@ impl Reader {
             return;
         }
         self.publish(started);
+        if bulk {
+            crate::memory::release_freed();
+        }
     }
 
     fn publish(&self, started: Instant) {

@@ -93,7 +93,7 @@ pub fn observed_data_id(obs: &Observation) -> String {
 
 /// The sighting id for `m`: the indicator and the observations.
 pub fn sighting_id(m: &Match) -> String {
-    let mut name = format!("sighting\n{}", m.indicator.id);
+    let mut name = format!("sighting\n{}", m.indicator);
     for obs in &m.observations {
         name.push('\n');
         name.push_str(&observed_data_id(obs));
@@ -281,7 +281,7 @@ pub fn sighting(m: &Match, sensor: &SensorIdentity) -> Value {
     sighting_object(
         &sighting_id(m),
         (seen.last, seen.last),
-        &m.indicator.id,
+        &m.indicator.to_string(),
         &seen,
         sensor,
     )
@@ -372,7 +372,7 @@ impl Aggregator {
     /// the next version of the open aggregate.
     pub fn sighting(&mut self, m: &Match, observable: &str, sensor: &SensorIdentity) -> Value {
         let seen = Seen::of(m);
-        let key = (m.indicator.id.to_string(), observable.to_string());
+        let key = (m.indicator.to_string(), observable.to_string());
 
         let expired = self
             .open
@@ -383,7 +383,7 @@ impl Aggregator {
         }
         if !self.open.contains_key(&key) {
             self.make_room(seen.last);
-            let name = format!("sighting\n{}\n{observable}\n{}", m.indicator.id, seen.first);
+            let name = format!("sighting\n{}\n{observable}\n{}", m.indicator, seen.first);
             self.open.insert(
                 key.clone(),
                 Aggregate {
@@ -420,7 +420,13 @@ impl Aggregator {
             refs: aggregate.refs.clone(),
         };
         let versions = (aggregate.created, aggregate.modified);
-        sighting_object(&aggregate.id, versions, &m.indicator.id, &total, sensor)
+        sighting_object(
+            &aggregate.id,
+            versions,
+            &m.indicator.to_string(),
+            &total,
+            sensor,
+        )
     }
 
     /// Closes aggregates whose window has passed at `now`, then the oldest
