@@ -149,12 +149,14 @@ impl Decoder {
     /// Decodes one document's text, screening log events against
     /// `snapshot` first: an event on which no index of the snapshot finds
     /// anything comes out as [`Item::Cleared`], without its observation
-    /// (see [`super::prefilter`]). STIX documents are always decoded.
+    /// (see `observe::prefilter`). STIX documents are always decoded. The
+    /// prefilter's plans are made for this decoder's mappings: give each
+    /// decoder its own.
     ///
     /// # Errors
     ///
     /// As [`Decoder::decode`]; a cleared event would have decoded.
-    pub fn decode_screened(
+    pub(crate) fn decode_screened(
         &self,
         text: &str,
         snapshot: &Snapshot,
@@ -212,7 +214,7 @@ impl Decoder {
 
 /// What one decoded document, or one observed-data of it, gave.
 #[derive(Debug, Clone)]
-pub enum Item {
+pub(crate) enum Item {
     /// An observation.
     Observed(Decoded),
     /// A log event that no indicator of the screening snapshot can match:

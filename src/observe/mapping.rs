@@ -434,6 +434,11 @@ impl Mapping {
                 };
                 let mut properties = Vec::new();
                 for (property, rule) in &object.properties {
+                    if property == "type" {
+                        let reason = "`type` is written from the object's own type; it cannot \
+                                      be a property";
+                        return Err(fail(reason.into()));
+                    }
                     let compiled = compile_property(rule, &mut fields, &keys).map_err(&fail)?;
                     properties.push((property.clone(), compiled));
                 }
@@ -615,17 +620,20 @@ impl Mapping {
         let time = read_time(fields, kind)?;
 
         // A kind builds a few dozen objects at most: vectors searched in
-        // order beat maps here.
-        let mut built: Vec<(Cow<'_, str>, Map<String, Value>)> = Vec::new();
-        let mut pending_refs: Vec<(&str, &str, &str)> = Vec::new();
-        for rule in &kind.objects {
+        // order beat maps here. Each object remembers the rule that built
+        // it (none for list objects): only that rule's references are
+        // written into it.
+        type Built<'k> = (Cow<'k, str>, Map<String, Value>, Option<usize>);
+        let mut built: Vec<Built<'_>> = Vec::new();
+        let mut pending_refs: Vec<(usize, &str, &str, &str)> = Vec::new();
+        for (rule_no, rule) in kind.objects.iter().enumerate() {
             if !rule.requires.iter().all(|f| f.get(fields).is_some()) {
                 continue;
             }
             let mut object = Map::new();
             for (name, property) in &rule.properties {
                 match property {
-                    Property::Ref(target) => pending_refs.push((&rule.key, name, target)),
+                    Property::Ref(target) => pending_refs.push((rule_no, &rule.key, name, target)),
                     _ => {
                         if let Some(value) = evaluate(property, fields, kind.time_format) {
                             object.insert(name.clone(), value);
@@ -646,36 +654,44 @@ impl Mapping {
                 other => other,
             };
             object.insert("type".into(), Value::String(object_type.to_string()));
-            match built.iter_mut().find(|(key, _)| *key == rule.key.as_str()) {
-                Some(slot) => slot.1 = object,
-                None => built.push((Cow::Borrowed(&rule.key), object)),
+            let entry = (Cow::Borrowed(rule.key.as_str()), object, Some(rule_no));
+            match built
+                .iter_mut()
+                .find(|(key, _, _)| *key == rule.key.as_str())
+            {
+                Some(slot) => *slot = entry,
+                None => built.push(entry),
             }
         }
         // One object per list element, unless an object of the same type and
         // value is already there.
         for rule in &kind.each {
             for (key, object) in each_objects(rule, fields) {
-                let same = |(_, o): &(Cow<'_, str>, Map<String, Value>)| {
+                let same = |(_, o, _): &Built<'_>| {
                     o.get("type") == object.get("type") && o.get("value") == object.get("value")
                 };
                 if !built.iter().any(same) {
-                    built.retain(|(k, _)| *k != key.as_str());
-                    built.push((Cow::Owned(key), object));
+                    built.retain(|(k, _, _)| *k != key.as_str());
+                    built.push((Cow::Owned(key), object, None));
                 }
             }
         }
-        // References only to objects that hold something; then objects
-        // left with nothing but their type are dropped.
+        // References only from objects their rule built, and only to
+        // objects that hold something; then objects left with nothing but
+        // their type are dropped.
         let holds = |o: &Map<String, Value>| o.len() > 1;
-        for (from, property, target) in pending_refs {
-            let target_holds = built.iter().any(|(key, o)| *key == target && holds(o));
+        for (rule_no, from, property, target) in pending_refs {
+            let target_holds = built.iter().any(|(key, o, _)| *key == target && holds(o));
             if target_holds {
-                if let Some((_, object)) = built.iter_mut().find(|(key, _)| *key == from) {
+                let from = built
+                    .iter_mut()
+                    .find(|(key, _, by)| *key == from && *by == Some(rule_no));
+                if let Some((_, object, _)) = from {
                     object.insert(property.to_string(), Value::String(target.to_string()));
                 }
             }
         }
-        built.retain(|(_, o)| holds(o));
+        built.retain(|(_, o, _)| holds(o));
         if built.is_empty() {
             return Err(EventError::Empty {
                 kind: kind.name.clone(),
@@ -683,7 +699,7 @@ impl Mapping {
         }
         let objects = built
             .into_iter()
-            .map(|(k, v)| (k.into_owned(), Value::Object(v)));
+            .map(|(k, v, _)| (k.into_owned(), Value::Object(v)));
         Ok((Observation::single(time, objects), &kind.label))
     }
 }
@@ -1275,6 +1291,39 @@ hashes = { dict = { MD5 = { field = "fileinfo.md5", as = "hash" }, "SHA-256" = {
     }
 
     #[test]
+    fn an_object_carries_only_the_references_of_the_rule_that_built_it() {
+        let text = r#"
+format = "app"
+[[kind]]
+name = "event"
+detect = { fields = ["n"] }
+time = { field = "when", format = "epoch" }
+[[kind.object]]
+key = "dst"
+type = "ip"
+properties = { value = { field = "dst", as = "ip" } }
+[[kind.object]]
+key = "a"
+type = "x-thing"
+properties = { name = "n", peer_ref = { ref = "dst" } }
+[[kind.object]]
+key = "a"
+type = "domain-name"
+requires = ["host"]
+properties = { value = { field = "host", as = "domain" } }
+"#;
+        let mapping = Mapping::from_toml("app", text).unwrap();
+        let event = r#"{"when": 1, "n": "x", "dst": "192.0.2.1", "host": "a.example"}"#;
+        let obs = observe(&mapping, event).unwrap();
+        let replaced = object(&obs, "a").unwrap();
+        assert_eq!(replaced["type"], "domain-name");
+        assert!(replaced.get("peer_ref").is_none(), "{replaced:?}");
+
+        let obs = observe(&mapping, r#"{"when": 1, "n": "x", "dst": "192.0.2.1"}"#).unwrap();
+        assert_eq!(object(&obs, "a").unwrap()["peer_ref"], "dst");
+    }
+
+    #[test]
     fn constants_are_written_as_given_and_refused_with_a_normaliser() {
         let text = r#"
 format = "proxy"
@@ -1449,5 +1498,9 @@ type_from = { member = "type_id", map = { "1" = "domain-name", "2" = "ip" } }
                 .to_string()
                 .contains("exactly one")
         );
+        // The object's type is the rule's, never a field's.
+        let typed = SAMPLE.replace(r#"dst_ref = { ref = "dst" }"#, r#"type = "kind""#);
+        let err = Mapping::from_toml("sample", &typed).unwrap_err();
+        assert!(err.to_string().contains("`type` is written"), "{err}");
     }
 }

@@ -5,4 +5,4 @@ pub mod decoder;
 pub mod documents;
 pub mod fields;
 pub mod mapping;
-pub mod prefilter;
+pub(crate) mod prefilter;

@@ -46,7 +46,7 @@ const MAX_REF_DEPTH: usize = 4;
 /// The plans of some mappings for one snapshot, remade when the snapshot
 /// changes.
 #[derive(Default)]
-pub struct Prefilter {
+pub(crate) struct Prefilter {
     /// The snapshot the plans were made for.
     instance: Option<u64>,
     /// By mapping, then by kind.
