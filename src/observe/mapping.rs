@@ -572,7 +572,8 @@ impl Mapping {
             if decided.contains(&rule.key.as_str()) || !rule.applies(fields) {
                 continue;
             }
-            let value_of = |property: &Property| evaluate(property, fields, kind.time_format);
+            let value_of =
+                |property: &Property| evaluate_borrowed(property, fields, kind.time_format);
             if rule.object_type == "ip" {
                 let typed = rule
                     .properties
@@ -581,7 +582,7 @@ impl Mapping {
                     .find(|(name, _)| name == "value");
                 let value = typed.and_then(|(_, p)| value_of(p));
                 if value
-                    .as_ref()
+                    .as_deref()
                     .and_then(Value::as_str)
                     .and_then(parse_ip_net)
                     .is_some()
@@ -955,6 +956,46 @@ pub(super) fn evaluate(
     }
 }
 
+/// [`evaluate`], borrowing the event's own value where normalising would
+/// copy it unchanged, as it does for most values.
+pub(super) fn evaluate_borrowed<'f>(
+    property: &Property,
+    fields: &'f Fields,
+    time_format: TimeFormat,
+) -> Option<Cow<'f, Value>> {
+    if let Property::Field {
+        field,
+        normalize,
+        list: false,
+    } = property
+    {
+        let raw = field.get(fields)?;
+        if is_normal(raw, *normalize) {
+            return Some(Cow::Borrowed(raw));
+        }
+    }
+    evaluate(property, fields, time_format).map(Cow::Owned)
+}
+
+/// True when [`normalize_one`] gives `raw` back unchanged (and `raw` is no
+/// list, which [`finish`] takes apart).
+fn is_normal(raw: &Value, normalize: Normalize) -> bool {
+    let text = || raw.as_str().filter(|s| !s.is_empty());
+    let lower = |s: &str| s.is_ascii() && !s.bytes().any(|b| b.is_ascii_uppercase());
+    match normalize {
+        Normalize::Raw => !raw.is_array(),
+        Normalize::String => text().is_some(),
+        Normalize::Integer => raw.is_i64() || raw.is_u64(),
+        Normalize::Lowercase | Normalize::Hash => text().is_some_and(lower),
+        Normalize::Domain => text().is_some_and(|s| lower(s) && !s.ends_with('.')),
+        Normalize::Ip => text()
+            .is_some_and(|s| !s.contains(['/', ':']) && s.trim() == s && parse_ip_net(s).is_some()),
+        Normalize::Port => raw.as_u64().is_some_and(|p| p <= u64::from(u16::MAX)),
+        Normalize::Url => text().is_some_and(|s| s.contains("://")),
+        Normalize::Timestamp => false,
+    }
+}
+
 /// Normalises `raw` (each element of a list), then wraps it in a list if
 /// asked.
 fn finish(raw: &Value, normalize: Normalize, list: bool, time_format: TimeFormat) -> Option<Value> {
@@ -1288,6 +1329,60 @@ hashes = { dict = { MD5 = { field = "fileinfo.md5", as = "hash" }, "SHA-256" = {
         assert_eq!(port(json!("+443")), None);
         assert_eq!(port(json!("198.51.100.7:+443")), None);
         assert_eq!(port(json!(":443")), None);
+    }
+
+    #[test]
+    fn values_borrowed_as_normal_are_what_normalising_gives() {
+        use serde_json::json;
+        let values = [
+            json!("Evil.Example."),
+            json!("evil.example"),
+            json!("evil.example."),
+            json!("ÉVIL.example"),
+            json!("évil.example"),
+            json!(" 198.51.100.7"),
+            json!("198.51.100.7"),
+            json!("198.51.100.07"),
+            json!("198.51.100.0/24"),
+            json!("2001:db8::1"),
+            json!("198.51.100.7:443"),
+            json!("http://a.example/x"),
+            json!("a.example/x"),
+            json!("ABCDEF0123"),
+            json!("abcdef0123"),
+            json!(""),
+            json!(443),
+            json!(70000),
+            json!(-1),
+            json!(1.5),
+            json!("443"),
+            json!(true),
+            json!(null),
+            json!(["a"]),
+            json!({"k": "v"}),
+        ];
+        let normalizers = [
+            Normalize::Raw,
+            Normalize::String,
+            Normalize::Integer,
+            Normalize::Lowercase,
+            Normalize::Domain,
+            Normalize::Ip,
+            Normalize::Port,
+            Normalize::Hash,
+            Normalize::Url,
+            Normalize::Timestamp,
+        ];
+        for value in &values {
+            for normalize in normalizers {
+                if is_normal(value, normalize) {
+                    let normalized = finish(value, normalize, false, TimeFormat::Rfc3339);
+                    assert_eq!(normalized.as_ref(), Some(value), "{value} as {normalize:?}");
+                }
+            }
+        }
+        assert!(is_normal(&json!("198.51.100.7"), Normalize::Ip));
+        assert!(is_normal(&json!("evil.example"), Normalize::Domain));
     }
 
     #[test]

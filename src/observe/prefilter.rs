@@ -28,12 +28,15 @@
 //! with about one event in a hundred matching, it takes the whole path
 //! from 1.5× to under 1.0× the time of a plain JSON parse.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::fields::Fields;
-use super::mapping::{EventError, Kind, Mapping, ObjectRule, Property, each_values, evaluate};
+use super::mapping::{
+    EventError, Kind, Mapping, ObjectRule, Property, each_values, evaluate_borrowed,
+};
 use crate::eval::{for_each_reached_in_property, is_ref_key};
 use crate::matcher::{FastMap, IndexRef, Scratch, Snapshot};
 use crate::pattern::{ObjectPath, PathStep};
@@ -159,7 +162,7 @@ type ProbeKey = (usize, usize, Option<usize>);
 
 /// A property value, with the type of its object where the value of the
 /// object decides it (`ip` rules).
-type Typed = (Value, Option<&'static str>);
+type Typed<'f> = (Cow<'f, Value>, Option<&'static str>);
 
 impl KindPlan {
     /// True when a probe finds a leaf on the event decoded into `fields`.
@@ -182,7 +185,8 @@ impl KindPlan {
                 } else if let (Some(entry), Property::Dict(entries)) =
                     (probe.entry, &rule.properties[probe.property].1)
                 {
-                    evaluate(&entries[entry].1, fields, kind.time_format).map(|v| (v, None))
+                    evaluate_borrowed(&entries[entry].1, fields, kind.time_format)
+                        .map(|v| (v, None))
                 } else {
                     typed_value(rule, probe.property, kind, fields)
                 };
@@ -210,8 +214,13 @@ impl KindPlan {
 /// The value of property number `property` of `rule`'s object, with the
 /// type of that object for rules whose type the value of `value` decides
 /// (`ip`); `None` when the property or the object would not be there.
-fn typed_value(rule: &ObjectRule, property: usize, kind: &Kind, fields: &Fields) -> Option<Typed> {
-    let evaluated = |p: &Property| evaluate(p, fields, kind.time_format);
+fn typed_value<'f>(
+    rule: &ObjectRule,
+    property: usize,
+    kind: &Kind,
+    fields: &'f Fields,
+) -> Option<Typed<'f>> {
+    let evaluated = |p: &Property| evaluate_borrowed(p, fields, kind.time_format);
     let (name, own) = &rule.properties[property];
     let value = evaluated(own)?;
     if rule.object_type != "ip" {
