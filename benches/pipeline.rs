@@ -18,7 +18,10 @@
 //!
 //! Before criterion runs, the binary prints `workload:` lines on stderr:
 //! line sizes, lines that carry an indicator value, and what one pass over
-//! the lines decodes, matches and writes.
+//! the lines decodes, matches and writes; then the ratio of the two sides
+//! timed in alternating passes (200 rounds), which a shared machine's
+//! changing load disturbs less than criterion's groups run one after the
+//! other.
 //!
 //! Run with `cargo bench --bench pipeline -- --noplot`. Without `--bench`
 //! (as `cargo test --benches` runs it) a 1,000-indicator catalog and 200
@@ -530,6 +533,54 @@ fn bench_pipeline(
     group.finish();
 }
 
+/// The whole path against parse-only in alternating passes over `lines`,
+/// so that both sides see the same machine: the median and quartiles of
+/// the per-round ratio (whole path time / parse-only time). Criterion's
+/// groups run one after the other, seconds apart, and on a shared machine
+/// the load can change between them.
+fn paired_ratio(name: &str, snapshot: &Snapshot, lines: &[String], rounds: usize) {
+    let mut pipeline = ecs_pipeline();
+    let mut out = Vec::new();
+    let mut whole = || {
+        let started = Instant::now();
+        for line in lines {
+            black_box(pipeline.process(snapshot, line, &mut out));
+            out.clear();
+        }
+        started.elapsed().as_secs_f64()
+    };
+    let parse = || {
+        let started = Instant::now();
+        for line in lines {
+            black_box(serde_json::from_str::<Value>(line).expect("generated JSON parses"));
+        }
+        started.elapsed().as_secs_f64()
+    };
+    // Warm both sides up.
+    whole();
+    parse();
+    let mut ratios: Vec<f64> = (0..rounds)
+        .map(|round| {
+            if round % 2 == 0 {
+                let w = whole();
+                w / parse()
+            } else {
+                let p = parse();
+                whole() / p
+            }
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
+    eprintln!(
+        "{name}: whole path / parse-only over {rounds} alternating rounds: median {:.2}, \
+         quartiles {:.2}–{:.2}",
+        at(0.5),
+        at(0.25),
+        at(0.75)
+    );
+}
+
 /// `stage_extract` and `stage_extract_observe` over `lines`.
 fn bench_stages(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
@@ -577,12 +628,15 @@ fn main() {
 
     let workload = lines(count, indicators, HIT_PERCENT);
     describe(&workload, &snapshot);
+    let rounds = if is_bench { 200 } else { 2 };
+    paired_ratio("pipeline", &snapshot, &workload.lines, rounds);
     bench_pipeline(&mut criterion, "pipeline", &snapshot, &workload.lines, true);
 
     // A back-test with broad indicators: every line carries a value, so
     // the path is held by building sightings and their evidence.
     let all_hit = lines(count, indicators, 100);
     describe(&all_hit, &snapshot);
+    paired_ratio("pipeline_all_hit", &snapshot, &all_hit.lines, rounds / 4);
     bench_pipeline(
         &mut criterion,
         "pipeline_all_hit",

@@ -20,8 +20,46 @@ pub type FieldId = usize;
 
 #[derive(Debug, Default, Clone)]
 struct Node {
-    children: FastMap<String, usize>,
+    children: Children,
     field: Option<FieldId>,
+}
+
+/// The children of a trie node by key segment. Most nodes have a handful,
+/// which a scan comparing lengths first finds sooner than hashing the key;
+/// a node with many (the top level of a rich format) uses a map.
+#[derive(Debug, Default, Clone)]
+struct Children {
+    few: Vec<(Box<str>, usize)>,
+    many: Option<FastMap<Box<str>, usize>>,
+}
+
+/// Children a node keeps in a scanned list before it uses a map.
+const FEW_CHILDREN: usize = 8;
+
+impl Children {
+    fn get(&self, key: &str) -> Option<&usize> {
+        match &self.many {
+            Some(map) => map.get(key),
+            None => self
+                .few
+                .iter()
+                .find(|(k, _)| k.len() == key.len() && **k == *key)
+                .map(|(_, child)| child),
+        }
+    }
+
+    fn insert(&mut self, key: &str, child: usize) {
+        self.few.push((key.into(), child));
+        if let Some(map) = &mut self.many {
+            map.insert(key.into(), child);
+        } else if self.few.len() > FEW_CHILDREN {
+            self.many = Some(self.few.iter().cloned().collect());
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.few.is_empty()
+    }
 }
 
 /// The set of wanted field paths.
@@ -56,7 +94,7 @@ impl FieldSet {
                 None => {
                     self.nodes.push(Node::default());
                     let child = self.nodes.len() - 1;
-                    self.nodes[node].children.insert(segment.to_string(), child);
+                    self.nodes[node].children.insert(segment, child);
                     child
                 }
             };
