@@ -502,6 +502,14 @@ fn merge(segments: &[Arc<Segment>]) -> Result<Segment, IndicatorError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn an_indicator_slot_stays_small() {
+        // The layout README.md and ARCHITECTURE.md describe: a million of
+        // these are the bulk of a large indicator set.
+        assert_eq!(std::mem::size_of::<crate::matcher::segment::Slot>(), 80);
+        assert_eq!(std::mem::size_of::<IndicatorId>(), 24);
+    }
+
     fn record(id: &str, pattern: &str, modified_secs: i64) -> IndicatorRecord {
         IndicatorRecord {
             modified: Timestamp::from_parts(modified_secs, 0),
