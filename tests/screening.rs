@@ -332,7 +332,7 @@ fn an_unanchored_leaf_makes_every_event_of_its_type_built() {
 }
 
 #[test]
-fn select_values_cover_every_template() {
+fn every_template_parses_for_some_event_value() {
     // Each template yields a pattern the parser takes for some value.
     let lines = example_lines();
     let (strings, numbers) = event_values(&lines);
