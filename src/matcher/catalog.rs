@@ -217,11 +217,9 @@ impl Catalog {
         for update in updates {
             let result = match update {
                 Update::Upsert(record) => {
-                    let existed = self
-                        .entries
-                        .get(&IndicatorId::new(&record.id))
-                        .is_some_and(|e| e.live().is_some());
-                    match self.stage(record) {
+                    let id = IndicatorId::new(&record.id);
+                    let existed = self.entries.get(&id).is_some_and(|e| e.live().is_some());
+                    match self.stage(id, record) {
                         Ok(Some((staged, old))) => {
                             removed.extend(old);
                             added.push(staged);
@@ -366,8 +364,9 @@ impl Catalog {
         Ok(count)
     }
 
-    /// Decides what a record does to the entries, without publishing:
-    /// the slot of the new version (if it is one) and the slot it ends.
+    /// Decides what a record (its id read as `id`) does to the entries,
+    /// without publishing: the slot of the new version (if it is one) and
+    /// the slot it ends.
     ///
     /// The pattern is parsed here to refuse invalid ones, and again when
     /// its segment is built: keeping a million syntax trees until then
@@ -376,9 +375,9 @@ impl Catalog {
     #[allow(clippy::type_complexity)]
     fn stage(
         &mut self,
+        id: IndicatorId,
         record: IndicatorRecord,
     ) -> Result<Option<(Staged, Option<SlotId>)>, (IndicatorError, Option<SlotId>)> {
-        let id = IndicatorId::new(&record.id);
         if let Some(entry) = self.entries.get(&id) {
             if entry.is_revoked() || record.modified <= entry.modified {
                 return Ok(None);

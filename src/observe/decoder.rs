@@ -135,7 +135,7 @@ impl Decoder {
     /// document may still yield some observations and errors for others
     /// (each observed-data is reported on its own).
     pub fn decode(&self, text: &str) -> Vec<Result<Decoded, DecodeError>> {
-        self.decode_with(text, None)
+        self.decode_items(text, None)
             .into_iter()
             .map(|r| {
                 r.map(|item| match item {
@@ -146,24 +146,26 @@ impl Decoder {
             .collect()
     }
 
-    /// Decodes one document's text, screening log events against
-    /// `snapshot` first: an event on which no index of the snapshot finds
-    /// anything comes out as [`Item::Cleared`], without its observation
-    /// (see `observe::prefilter`). STIX documents are always decoded. The
-    /// prefilter's plans are made for this decoder's mappings: give each
-    /// decoder its own.
+    /// Decodes one document's text; with a screen, log events are first
+    /// screened against its snapshot: an event on which no index of the
+    /// snapshot finds anything comes out as [`Item::Cleared`], without its
+    /// observation (see `observe::prefilter`). STIX documents are always
+    /// decoded. The prefilter's plans are made for this decoder's
+    /// mappings: give each decoder its own.
     ///
     /// # Errors
     ///
     /// As [`Decoder::decode`]; a cleared event would have decoded.
-    pub(crate) fn decode_screened(
+    pub(crate) fn decode_items(
         &self,
         text: &str,
-        snapshot: &Snapshot,
-        prefilter: &mut Prefilter,
+        screen: Option<(&Snapshot, &mut Prefilter)>,
     ) -> Vec<Result<Item, DecodeError>> {
-        prefilter.prepare(snapshot, self.mappings());
-        self.decode_with(text, Some((snapshot, prefilter)))
+        let screen = screen.map(|(snapshot, prefilter)| {
+            prefilter.prepare(snapshot, self.mappings());
+            (snapshot, prefilter)
+        });
+        self.decode_with(text, screen)
     }
 
     /// The log mappings, in the order their numbers refer to.

@@ -615,10 +615,8 @@ impl Mapping {
     /// Returns [`EventError`] when no kind applies, the time is unreadable,
     /// or no object can be built.
     pub fn observe(&self, fields: &Fields) -> Result<(Observation, &Arc<str>), EventError> {
-        let kind = self.kind_for(fields).ok_or_else(|| EventError::NoKind {
-            format: self.format.clone(),
-        })?;
-        let time = read_time(fields, kind)?;
+        let (at, time) = self.kind_and_time(fields)?;
+        let kind = &self.kinds[at];
 
         // A kind builds a few dozen objects at most: vectors searched in
         // order beat maps here. Each object remembers the rule that built

@@ -126,16 +126,10 @@ impl Pipeline {
     ) -> Vec<DecodeError> {
         self.stats.documents += 1;
         let mut errors = Vec::new();
-        let items = if self.screen_events {
-            self.decoder
-                .decode_screened(text, snapshot, &mut self.prefilter)
-        } else {
-            self.decoder
-                .decode(text)
-                .into_iter()
-                .map(|r| r.map(Item::Observed))
-                .collect()
-        };
+        let screen = self
+            .screen_events
+            .then_some((snapshot, &mut self.prefilter));
+        let items = self.decoder.decode_items(text, screen);
         for item in items {
             let decoded = match item {
                 Ok(Item::Observed(decoded)) => decoded,
