@@ -379,8 +379,9 @@ impl FieldIndex {
             }
         };
         if !self.exact_str.is_empty() {
+            // A fold without early exit: it runs over whole vector words.
             let found = if self.reading == Reading::HexDigest
-                && s.bytes().any(|b| b.is_ascii_uppercase())
+                && s.bytes().fold(false, |up, b| up | b.is_ascii_uppercase())
             {
                 self.exact_str.get(s.to_ascii_lowercase().as_str())
             } else {

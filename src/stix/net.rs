@@ -17,9 +17,7 @@ pub fn parse_ip_net(text: &str) -> Option<IpNet> {
         text.parse::<IpNet>().ok().map(|net| net.trunc())
     } else if text.contains(':') {
         // Only IPv6 has colons: skip the IPv4 attempt of `IpAddr`.
-        text.parse::<std::net::Ipv6Addr>()
-            .ok()
-            .map(|a| IpNet::from(IpAddr::V6(a)))
+        parse_ipv6(text).map(|a| IpNet::from(IpAddr::V6(a)))
     } else {
         None
     }
@@ -65,6 +63,69 @@ fn parse_dotted_quad(text: &str) -> Option<std::net::Ipv4Addr> {
         }
     }
     Some(std::net::Ipv4Addr::from(octets))
+}
+
+/// Reads an IPv6 address. Hex groups are read here; an address that ends
+/// in a dotted quad (`::ffff:192.0.2.1`) goes to the standard library.
+/// Accepts exactly what the standard library accepts.
+fn parse_ipv6(text: &str) -> Option<std::net::Ipv6Addr> {
+    if text.contains('.') {
+        return text.parse().ok();
+    }
+    parse_hex_groups(text.as_bytes()).map(std::net::Ipv6Addr::from)
+}
+
+/// Reads eight groups of one to four hex digits separated by colons, or
+/// fewer with one `::` standing for the missing zero groups.
+fn parse_hex_groups(bytes: &[u8]) -> Option<[u16; 8]> {
+    // The groups before the `::` (or all of them), then those after it.
+    let mut head = [0u16; 8];
+    let mut tail = [0u16; 8];
+    let (mut heads, mut tails) = (0, 0);
+    let mut gap = false;
+    let mut i = 0;
+    if bytes.starts_with(b"::") {
+        gap = true;
+        i = 2;
+    }
+    while i < bytes.len() {
+        let mut group: u16 = 0;
+        let start = i;
+        while let Some(digit) = bytes.get(i).and_then(|&b| char::from(b).to_digit(16)) {
+            if i - start == 4 {
+                return None;
+            }
+            group = group << 4 | digit as u16;
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        if gap {
+            *tail.get_mut(tails)? = group;
+            tails += 1;
+        } else {
+            *head.get_mut(heads)? = group;
+            heads += 1;
+        }
+        match bytes.get(i..i + 2) {
+            None if i == bytes.len() => break,
+            Some(b"::") if !gap => {
+                gap = true;
+                i += 2;
+            }
+            _ if bytes[i] == b':' && i + 1 < bytes.len() => i += 1,
+            _ => return None,
+        }
+    }
+    let groups = heads + tails;
+    if (gap && groups > 7) || (!gap && groups != 8) {
+        return None;
+    }
+    let mut out = [0u16; 8];
+    out[..heads].copy_from_slice(&head[..heads]);
+    out[8 - tails..].copy_from_slice(&tail[..tails]);
+    Some(out)
 }
 
 /// True when `inner` lies wholly inside `outer` (equal networks included).
@@ -128,6 +189,59 @@ mod tests {
         ] {
             let std = text.parse::<std::net::Ipv4Addr>().ok();
             assert_eq!(parse_dotted_quad(text), std, "{text}");
+        }
+    }
+
+    #[test]
+    fn ipv6_addresses_parse_like_the_standard_library() {
+        for text in [
+            "::",
+            "::1",
+            "1::",
+            ":::",
+            "1:2:3:4:5:6:7:8",
+            "1:2:3:4:5:6:7:8:9",
+            "1:2:3:4:5:6:7",
+            "1:2:3:4:5:6:7::",
+            "::2:3:4:5:6:7:8",
+            "::1:2:3:4:5:6:7:8",
+            "1:2:3:4:5:6:7:8::",
+            "1::2::3",
+            "2001:db8::1",
+            "2001:0DB8:0000::0001",
+            "2001:db8:::1",
+            "12345::",
+            ":1::",
+            "1::2:",
+            "1:",
+            ":",
+            "g::",
+            "::ffff:192.0.2.1",
+            "2001:db8::1%eth0",
+        ] {
+            let std = text.parse::<std::net::Ipv6Addr>().ok();
+            assert_eq!(parse_ipv6(text), std, "{text}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2000,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x1b6),
+            ..Default::default()
+        })]
+
+        #[test]
+        fn ipv6_text_parses_like_the_standard_library(text in "[0-9a-fA-F:]{0,41}") {
+            proptest::prop_assert_eq!(parse_ipv6(&text), text.parse().ok());
+        }
+
+        #[test]
+        fn printed_ipv6_addresses_read_back(bits in proptest::prelude::any::<u128>(), zeros in 0..8u32) {
+            // Runs of zero groups give the printer a `::` to write.
+            let mask = !(u128::MAX.checked_shr(zeros * 16).unwrap_or(0));
+            let addr = std::net::Ipv6Addr::from(bits & mask);
+            proptest::prop_assert_eq!(parse_ipv6(&addr.to_string()), Some(addr));
         }
     }
 
