@@ -180,7 +180,7 @@ fn walk<'a>(
             } else {
                 here
             };
-            if let Some(child) = here.value.get(key.as_str()) {
+            if let Some(child) = property(here.value, key) {
                 let next = Step {
                     value: child,
                     owner: here.owner,
@@ -216,6 +216,19 @@ fn walk<'a>(
             }
         }
     }
+}
+
+/// The property `key` of `object`, when it is a JSON object that has it.
+///
+/// Objects of observations have a handful of properties; comparing each
+/// key for equality (lengths first) costs less than the ordered search of
+/// the map, which compares bytes with every key before the one sought.
+fn property<'v>(object: &'v Value, key: &str) -> Option<&'v Value> {
+    let map = object.as_object()?;
+    if map.len() > 8 {
+        return map.get(key);
+    }
+    map.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
 }
 
 /// How values at a path are to be read.

@@ -115,6 +115,15 @@ pub(crate) struct Scratch {
     targets: Vec<Target>,
 }
 
+/// What a segment looks up on objects of one type.
+#[derive(Default)]
+struct TypeEntry {
+    /// Positions in [`Segment::fields`] of the type's indexes.
+    fields: Vec<u32>,
+    /// Leaves with no anchor: candidates on every object of the type.
+    unanchored: Vec<Target>,
+}
+
 /// A leaf that held on an observation.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct LeafHit<'s> {
@@ -130,9 +139,8 @@ pub(crate) struct Segment {
     leaves: Vec<LeafRef>,
     /// Every field index of the segment.
     fields: Vec<FieldIndex>,
-    /// Positions in `fields` of the indexes of each object type.
-    fields_by_type: FastMap<Box<str>, Vec<u32>>,
-    unanchored: FastMap<Box<str>, Vec<Target>>,
+    /// What is looked up on an object of each type.
+    by_type: FastMap<Box<str>, TypeEntry>,
     /// Slots of older segments that this segment removes.
     pub removed: HashSet<SlotId>,
     pub stats: CompileStats,
@@ -179,8 +187,7 @@ impl Segment {
             slots: Vec::with_capacity(entries.len()),
             leaves: Vec::with_capacity(entries.len()),
             fields: Vec::new(),
-            fields_by_type: FastMap::default(),
-            unanchored: FastMap::default(),
+            by_type: FastMap::default(),
             removed,
             stats: CompileStats::default(),
             texts: String::with_capacity(text_bytes(&entries)),
@@ -233,9 +240,10 @@ impl Segment {
                                 let pos = segment.fields.len();
                                 segment.fields.push(FieldIndex::new(anchor.path.clone()));
                                 segment
-                                    .fields_by_type
+                                    .by_type
                                     .entry(anchor.path.object_type.as_str().into())
                                     .or_default()
+                                    .fields
                                     .push(pos as u32);
                                 pos
                             });
@@ -250,9 +258,10 @@ impl Segment {
                         types.dedup();
                         for ty in types {
                             segment
-                                .unanchored
+                                .by_type
                                 .entry(ty.into())
                                 .or_default()
+                                .unanchored
                                 .push(target);
                         }
                     }
@@ -294,19 +303,18 @@ impl Segment {
         for (object_no, object) in obs.objects.iter().enumerate() {
             let object_no = object_no as u32;
             let ty = object.object_type.as_str();
-            if let Some(positions) = self.fields_by_type.get(ty) {
-                for &pos in positions {
-                    let field = &self.fields[pos as usize];
-                    for_each_reached(&field.path, ty, &object.value, obs, &mut |reached| {
-                        targets.clear();
-                        field.lookup(&reached, targets);
-                        pairs.extend(targets.iter().map(|t| (*t, object_no)));
-                    });
-                }
+            let Some(entry) = self.by_type.get(ty) else {
+                continue;
+            };
+            for &pos in &entry.fields {
+                let field = &self.fields[pos as usize];
+                for_each_reached(&field.path, ty, &object.value, obs, &mut |reached| {
+                    targets.clear();
+                    field.lookup(&reached, targets);
+                    pairs.extend(targets.iter().map(|t| (*t, object_no)));
+                });
             }
-            if let Some(list) = self.unanchored.get(ty) {
-                pairs.extend(list.iter().map(|t| (*t, object_no)));
-            }
+            pairs.extend(entry.unanchored.iter().map(|t| (*t, object_no)));
         }
         if pairs.is_empty() {
             return;
@@ -396,17 +404,19 @@ impl Segment {
         &'s self,
         object_type: &str,
     ) -> impl Iterator<Item = (u32, &'s ObjectPath)> + 's {
-        let positions = self.fields_by_type.get(object_type);
-        positions
+        let entry = self.by_type.get(object_type);
+        entry
             .into_iter()
-            .flatten()
+            .flat_map(|e| &e.fields)
             .map(|&pos| (pos, &self.fields[pos as usize].path))
     }
 
     /// True when a leaf on `object_type` has no anchor, so that every
     /// object of the type is a candidate.
     pub(crate) fn has_unanchored(&self, object_type: &str) -> bool {
-        self.unanchored.contains_key(object_type)
+        self.by_type
+            .get(object_type)
+            .is_some_and(|e| !e.unanchored.is_empty())
     }
 
     /// True when the index at `pos` finds a leaf for `reached`.
