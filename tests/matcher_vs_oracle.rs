@@ -1231,13 +1231,11 @@ fn check_updates(
             }
             Op::Revoke { id, version } => {
                 flush(&mut catalog, &mut pending)?;
-                catalog
-                    .revoke(&indicator_id(id), at_ms(version * 1000))
-                    .map_err(drop)
+                Ok(catalog.revoke(&indicator_id(id), at_ms(version * 1000)))
             }
             Op::Remove { id } => {
                 flush(&mut catalog, &mut pending)?;
-                catalog.remove(&indicator_id(id)).map_err(drop)
+                Ok(catalog.remove(&indicator_id(id)))
             }
         };
         prop_assert_eq!(got, expected, "step {} ({:?})", step, op);
@@ -1299,10 +1297,12 @@ fn catalog_config() -> impl Strategy<Value = CatalogConfig> {
         Just(CatalogConfig {
             rebuild_ratio: 0.5,
             rebuild_min_changes: 1,
+            ..CatalogConfig::default()
         }),
         Just(CatalogConfig {
             rebuild_ratio: 2.0,
             rebuild_min_changes: 3,
+            ..CatalogConfig::default()
         }),
     ]
 }

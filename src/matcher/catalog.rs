@@ -6,7 +6,11 @@
 //! - a removal (a Kafka tombstone) deletes the id; a later version may
 //!   bring it back;
 //! - a version whose pattern is invalid is reported and removes the older
-//!   version it replaces, since the producer meant to replace it.
+//!   version it replaces, since the producer meant to replace it;
+//! - a batch that cannot be compiled as a whole (a regex set past its size
+//!   limit) is compiled in parts; an indicator that cannot be compiled even
+//!   alone is refused like an invalid one, and the rest is published. A
+//!   merge of segments that fails leaves them apart. Publishing never fails.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -25,6 +29,9 @@ pub struct CatalogConfig {
     pub rebuild_ratio: f64,
     /// Changes below this count never trigger a full rebuild. Default 4096.
     pub rebuild_min_changes: usize,
+    /// Most bytes the compiled regex set of one property path in one
+    /// segment may take. Default 64 MiB.
+    pub regex_size_limit: usize,
 }
 
 impl Default for CatalogConfig {
@@ -32,6 +39,7 @@ impl Default for CatalogConfig {
         CatalogConfig {
             rebuild_ratio: 0.25,
             rebuild_min_changes: 4096,
+            regex_size_limit: 64 << 20,
         }
     }
 }
@@ -136,6 +144,11 @@ pub struct Catalog {
     entries: IdTable<Entry>,
     snapshot: Arc<Snapshot>,
     next_slot: SlotId,
+    /// Merges that failed (a size limit), whose segments stay apart.
+    merges_refused: u64,
+    /// After a full rebuild fails, the changes the next attempt waits for,
+    /// so that a set that cannot be merged is not rebuilt on every change.
+    rebuild_after: usize,
 }
 
 impl Default for Catalog {
@@ -157,6 +170,8 @@ impl Catalog {
             entries: IdTable::default(),
             snapshot: Arc::new(Snapshot::empty()),
             next_slot: 0,
+            merges_refused: 0,
+            rebuild_after: 0,
         }
     }
 
@@ -175,6 +190,13 @@ impl Catalog {
         self.len() == 0
     }
 
+    /// Merges of segments refused so far because the merged segment
+    /// would exceed a size limit (the segments then stay apart, which
+    /// costs a little matching speed, not answers).
+    pub fn merges_refused(&self) -> u64 {
+        self.merges_refused
+    }
+
     /// Applies many records at once and publishes one snapshot: the way to
     /// load a feed. Returns the records that were refused.
     pub fn load(
@@ -182,39 +204,44 @@ impl Catalog {
         records: impl IntoIterator<Item = IndicatorRecord>,
     ) -> Vec<IndicatorError> {
         let mut errors = Vec::new();
-        let published = self.apply_each(records.into_iter().map(Update::Upsert), |result| {
+        let refused = self.apply_each(records.into_iter().map(Update::Upsert), |result| {
             if let Err(error) = result {
                 errors.push(error);
             }
         });
-        errors.extend(published.err());
+        errors.extend(refused.into_iter().map(|(_, error)| error));
         errors
     }
 
     /// Applies `updates` in order and publishes one snapshot for all of
-    /// them. Returns what each update did, and whether publishing worked.
+    /// them. Returns what each update did.
     pub fn apply(
         &mut self,
         updates: impl IntoIterator<Item = Update>,
-    ) -> (
-        Vec<Result<Change, IndicatorError>>,
-        Result<(), IndicatorError>,
-    ) {
+    ) -> Vec<Result<Change, IndicatorError>> {
         let mut results = Vec::new();
-        let published = self.apply_each(updates, |result| results.push(result));
-        (results, published)
+        let refused = self.apply_each(updates, |result| results.push(result));
+        for (at, error) in refused {
+            if let Some(result) = results.get_mut(at) {
+                *result = Err(error);
+            }
+        }
+        results
     }
 
     /// Applies `updates` in order, hands what each did to `on_result`, and
-    /// publishes one snapshot for all of them.
+    /// publishes one snapshot for all of them. Returns the updates (by
+    /// position) whose indicators compilation refused after `on_result`
+    /// had them as added.
     fn apply_each(
         &mut self,
         updates: impl IntoIterator<Item = Update>,
         mut on_result: impl FnMut(Result<Change, IndicatorError>),
-    ) -> Result<(), IndicatorError> {
-        let mut added = Vec::new();
+    ) -> Vec<(usize, IndicatorError)> {
+        // Each staged version with the position of its update.
+        let mut added: Vec<(usize, Staged)> = Vec::new();
         let mut removed = HashSet::new();
-        for update in updates {
+        for (at, update) in updates.into_iter().enumerate() {
             let result = match update {
                 Update::Upsert(record) => {
                     let id = IndicatorId::new(&record.id);
@@ -222,7 +249,7 @@ impl Catalog {
                     match self.stage(id, record) {
                         Ok(Some((staged, old))) => {
                             removed.extend(old);
-                            added.push(staged);
+                            added.push((at, staged));
                             Ok(if existed {
                                 Change::Replaced
                             } else {
@@ -251,17 +278,19 @@ impl Catalog {
         }
         // Versions replaced within this batch never reach a segment, and
         // their removal concerns no older segment.
-        let staged: HashSet<SlotId> = added.iter().map(|s| s.id).collect();
-        added.retain(|s| !removed.contains(&s.id));
+        let staged: HashSet<SlotId> = added.iter().map(|(_, s)| s.id).collect();
+        added.retain(|(_, s)| !removed.contains(&s.id));
         removed.retain(|slot| !staged.contains(slot));
+        let (positions, added): (Vec<usize>, Vec<Staged>) = added.into_iter().unzip();
         self.publish(added, removed)
+            .into_iter()
+            .filter_map(|(index, error)| Some((*positions.get(index)?, error)))
+            .collect()
     }
 
     /// Applies one update and publishes a new snapshot.
     fn apply_one(&mut self, update: Update) -> Result<Change, IndicatorError> {
-        let (mut results, published) = self.apply([update]);
-        published?;
-        results.pop().unwrap_or(Ok(Change::Ignored))
+        self.apply([update]).pop().unwrap_or(Ok(Change::Ignored))
     }
 
     /// Adds or replaces one indicator and publishes a new snapshot.
@@ -269,30 +298,24 @@ impl Catalog {
     /// # Errors
     ///
     /// Returns [`IndicatorError::InvalidPattern`] when the pattern is
-    /// invalid (the older version, if any, is removed all the same).
+    /// invalid, and [`IndicatorError::Compile`] when it cannot be compiled
+    /// (a size limit); the older version, if any, is removed all the same.
     pub fn upsert(&mut self, record: IndicatorRecord) -> Result<Change, IndicatorError> {
         self.apply_one(Update::Upsert(record))
     }
 
     /// Revokes `id` at version `modified`: removed now and ignored forever.
-    ///
-    /// # Errors
-    ///
-    /// Only when publishing fails ([`IndicatorError::Compile`]).
-    pub fn revoke(&mut self, id: &str, modified: Timestamp) -> Result<Change, IndicatorError> {
-        self.apply_one(Update::Revoke {
-            id: id.into(),
-            modified,
-        })
+    pub fn revoke(&mut self, id: &str, modified: Timestamp) -> Change {
+        let (change, old) = self.stage_revoke(id, modified);
+        self.publish(Vec::new(), old.into_iter().collect());
+        change
     }
 
     /// Removes `id` (a tombstone). A later version may add it again.
-    ///
-    /// # Errors
-    ///
-    /// Only when publishing fails ([`IndicatorError::Compile`]).
-    pub fn remove(&mut self, id: &str) -> Result<Change, IndicatorError> {
-        self.apply_one(Update::Remove(id.into()))
+    pub fn remove(&mut self, id: &str) -> Change {
+        let (change, old) = self.stage_remove(id);
+        self.publish(Vec::new(), old.into_iter().collect());
+        change
     }
 
     /// Marks `id` revoked; returns the change and the slot to remove.
@@ -334,11 +357,7 @@ impl Catalog {
     /// in one published change, and returns how many. Matching already
     /// ignores expired indicators; this frees their memory. A later version
     /// with a new validity may bring an id back.
-    ///
-    /// # Errors
-    ///
-    /// Only when publishing fails ([`IndicatorError::Compile`]).
-    pub fn expire(&mut self, now: Timestamp) -> Result<usize, IndicatorError> {
+    pub fn expire(&mut self, now: Timestamp) -> usize {
         let removed_anywhere: HashSet<SlotId> = self
             .snapshot
             .segments
@@ -360,8 +379,8 @@ impl Catalog {
             }
         }
         let count = expired.len();
-        self.publish(Vec::new(), expired)?;
-        Ok(count)
+        self.publish(Vec::new(), expired);
+        count
     }
 
     /// Decides what a record (its id read as `id`) does to the entries,
@@ -421,19 +440,40 @@ impl Catalog {
         }
     }
 
-    /// Publishes a snapshot with one more segment, then merges segments as
-    /// the merge policy asks.
+    /// Publishes a snapshot with the new segment (or segments, when `added`
+    /// has to be compiled in parts), then merges segments as the merge
+    /// policy asks. Returns the indicators (by position in `added`) that
+    /// could not be compiled even alone: their entries are left with no
+    /// live version.
     fn publish(
         &mut self,
         added: Vec<Staged>,
         removed: HashSet<SlotId>,
-    ) -> Result<(), IndicatorError> {
+    ) -> Vec<(usize, IndicatorError)> {
         if added.is_empty() && removed.is_empty() {
-            return Ok(());
+            return Vec::new();
         }
+        let mut fresh = Vec::new();
+        let mut refused = Vec::new();
+        self.build_parts(&added, 0, &mut fresh, &mut refused);
+        for (index, _) in &refused {
+            let staged = &added[*index];
+            if let Some(entry) = self.entries.get_mut(&staged.indicator) {
+                if entry.live() == Some(staged.id) {
+                    entry.take_live();
+                }
+            }
+        }
+        drop(added);
+        // The removals go with the first new segment, or one of their own.
+        match fresh.first_mut() {
+            Some(first) => first.removed = removed,
+            None if removed.is_empty() => return refused,
+            None => fresh.push(Segment::removing(removed)),
+        }
+
         let mut segments = self.snapshot.segments.clone();
-        let fresh = Segment::build(added, removed)?;
-        segments.push(Arc::new(fresh));
+        segments.extend(fresh.into_iter().map(Arc::new));
 
         // Merge the newest segments while the newest is at least as large
         // as the one before it (never into the first, the base).
@@ -442,10 +482,15 @@ impl Catalog {
             if weight(&segments[n - 1]) < weight(&segments[n - 2]) {
                 break;
             }
-            let newer = segments.pop();
-            let older = segments.pop();
-            if let (Some(older), Some(newer)) = (older, newer) {
-                segments.push(Arc::new(merge(&[older, newer])?));
+            match merge(&segments[n - 2..], self.config.regex_size_limit) {
+                Ok(merged) => {
+                    segments.truncate(n - 2);
+                    segments.push(Arc::new(merged));
+                }
+                Err(_) => {
+                    self.merges_refused += 1;
+                    break;
+                }
             }
         }
 
@@ -453,15 +498,57 @@ impl Catalog {
         let base = segments.first().map_or(0, |s| weight(s));
         let changes: usize = segments.iter().skip(1).map(|s| weight(s)).sum();
         if segments.len() > 1
-            && changes >= self.config.rebuild_min_changes
+            && changes >= self.config.rebuild_min_changes.max(self.rebuild_after)
             && changes as f64 >= base as f64 * self.config.rebuild_ratio
         {
-            segments = vec![Arc::new(merge(&segments)?)];
+            match merge(&segments, self.config.regex_size_limit) {
+                Ok(merged) => {
+                    segments = vec![Arc::new(merged)];
+                    self.rebuild_after = 0;
+                }
+                Err(_) => {
+                    self.merges_refused += 1;
+                    self.rebuild_after = changes.saturating_mul(2);
+                }
+            }
         }
 
         let generation = self.snapshot.generation + 1;
         self.snapshot = Arc::new(Snapshot::new(segments, generation));
-        Ok(())
+        refused
+    }
+
+    /// Compiles `added` into `out`; when that fails, compiles its halves
+    /// apart, down to single indicators, which are refused (by position,
+    /// counted from `offset`) when they fail alone.
+    fn build_parts(
+        &self,
+        added: &[Staged],
+        offset: usize,
+        out: &mut Vec<Segment>,
+        refused: &mut Vec<(usize, IndicatorError)>,
+    ) {
+        if added.is_empty() {
+            return;
+        }
+        match Segment::build(added, self.config.regex_size_limit) {
+            Ok(segment) => out.push(segment),
+            Err(error) if added.len() == 1 => {
+                let error = match error {
+                    IndicatorError::Compile(reason) => IndicatorError::Compile(format!(
+                        "indicator {}: {reason}",
+                        added[0].indicator
+                    )),
+                    other => other,
+                };
+                refused.push((offset, error));
+            }
+            Err(_) => {
+                let half = added.len() / 2;
+                self.build_parts(&added[..half], offset, out, refused);
+                self.build_parts(&added[half..], offset + half, out, refused);
+            }
+        }
     }
 }
 
@@ -472,7 +559,7 @@ fn weight(segment: &Segment) -> usize {
 
 /// Compiles the live indicators of consecutive `segments` into one, keeping
 /// the removals that point at older segments.
-fn merge(segments: &[Arc<Segment>]) -> Result<Segment, IndicatorError> {
+fn merge(segments: &[Arc<Segment>], regex_size_limit: usize) -> Result<Segment, IndicatorError> {
     let own: HashSet<SlotId> = segments
         .iter()
         .flat_map(|s| s.slots.iter().map(|slot| slot.id))
@@ -488,13 +575,15 @@ fn merge(segments: &[Arc<Segment>]) -> Result<Segment, IndicatorError> {
             }
         }
     }
-    let entries = segments
+    let entries: Vec<Staged> = segments
         .iter()
         .flat_map(|s| s.slots.iter().map(move |slot| (s, slot)))
         .filter(|(_, slot)| !removed_here.contains(&slot.id))
         .map(|(s, slot)| s.staged(slot))
         .collect();
-    Segment::build(entries, removed_older)
+    let mut merged = Segment::build(&entries, regex_size_limit)?;
+    merged.removed = removed_older;
+    Ok(merged)
 }
 
 #[cfg(test)]
@@ -548,7 +637,7 @@ mod tests {
         catalog.upsert(a.clone()).unwrap();
         assert_eq!(
             catalog.revoke("indicator--a", Timestamp::from_parts(11, 0)),
-            Ok(Change::Revoked)
+            Change::Revoked
         );
         assert_eq!(
             catalog.upsert(record("indicator--a", "[x:y = 1]", 99)),
@@ -558,7 +647,7 @@ mod tests {
 
         let b = record("indicator--b", "[domain-name:value = 'b.example']", 10);
         catalog.upsert(b.clone()).unwrap();
-        assert_eq!(catalog.remove("indicator--b"), Ok(Change::Removed));
+        assert_eq!(catalog.remove("indicator--b"), Change::Removed);
         assert_eq!(catalog.snapshot().len(), 0);
         assert_eq!(catalog.upsert(b), Ok(Change::Added));
         assert_eq!(catalog.snapshot().len(), 1);
@@ -595,12 +684,135 @@ mod tests {
             until(200),
             record("indicator--x", "[x:y = 1]", 1),
         ]);
-        assert_eq!(catalog.expire(Timestamp::from_parts(150, 0)), Ok(1));
+        assert_eq!(catalog.expire(Timestamp::from_parts(150, 0)), 1);
         assert_eq!(catalog.snapshot().len(), 2);
         assert_eq!(catalog.len(), 2);
-        assert_eq!(catalog.expire(Timestamp::from_parts(150, 0)), Ok(0));
-        assert_eq!(catalog.expire(Timestamp::from_parts(200, 0)), Ok(1));
+        assert_eq!(catalog.expire(Timestamp::from_parts(150, 0)), 0);
+        assert_eq!(catalog.expire(Timestamp::from_parts(200, 0)), 1);
         assert_eq!(catalog.snapshot().len(), 1);
+    }
+
+    /// Patterns whose regexes have no literal to look up: they go to the
+    /// regex set of `url:value`.
+    const REGEX_A: &str = "[url:value MATCHES '^[a-m]{2,60}[0-4]{2,60}$']";
+    const REGEX_B: &str = "[url:value MATCHES '^[n-z]{2,60}[5-9]{2,60}$']";
+
+    /// The smallest regex size limit (in steps of 256 bytes) at which one
+    /// of the test regexes compiles alone, and the check that both do not
+    /// compile together under it.
+    fn limit_for_one_regex() -> usize {
+        let build = |patterns: &[&str], limit: usize| {
+            regex::RegexSetBuilder::new(patterns)
+                .dot_matches_new_line(true)
+                .size_limit(limit)
+                .build()
+                .is_ok()
+        };
+        let a = "^[a-m]{2,60}[0-4]{2,60}$";
+        let b = "^[n-z]{2,60}[5-9]{2,60}$";
+        let limit = (1..)
+            .map(|k| k * 256)
+            .find(|&limit| build(&[a], limit) && build(&[b], limit))
+            .unwrap_or_default();
+        assert!(
+            !build(&[a, b], limit),
+            "the two regexes fit {limit} bytes together"
+        );
+        limit
+    }
+
+    /// Whether the catalog's snapshot matches `url` with indicator `id`.
+    fn url_matches(catalog: &Catalog, url: &str, id: &str) -> bool {
+        let objects = [(
+            "0".to_string(),
+            serde_json::json!({"type": "url", "value": url}),
+        )];
+        let obs =
+            crate::stix::observation::Observation::single(Timestamp::from_parts(1, 0), objects);
+        let mut stream = crate::matcher::StreamState::default();
+        stream
+            .process(&catalog.snapshot(), Arc::new(obs))
+            .iter()
+            .any(|m| m.indicator.to_string() == id)
+    }
+
+    #[test]
+    fn a_batch_past_a_size_limit_is_compiled_in_parts() {
+        // Every change asks for a full rebuild, which cannot succeed.
+        let mut catalog = Catalog::with_config(CatalogConfig {
+            regex_size_limit: limit_for_one_regex(),
+            rebuild_min_changes: 1,
+            ..CatalogConfig::default()
+        });
+        let errors = catalog.load([
+            record("indicator--a", REGEX_A, 1),
+            record("indicator--b", REGEX_B, 1),
+            record("indicator--c", "[url:value = 'http://c.example/']", 1),
+        ]);
+        assert_eq!(errors, []);
+        assert_eq!(catalog.len(), 3);
+        assert_eq!(catalog.snapshot().len(), 3);
+        assert!(catalog.snapshot().segment_count() >= 2);
+        assert!(catalog.merges_refused() >= 1);
+        assert!(url_matches(&catalog, "abc012", "indicator--a"));
+        assert!(url_matches(&catalog, "xyz789", "indicator--b"));
+        assert!(url_matches(&catalog, "http://c.example/", "indicator--c"));
+        assert!(!url_matches(&catalog, "abc789", "indicator--a"));
+
+        // Later changes still publish, and removals reach every part.
+        assert_eq!(catalog.remove("indicator--a"), Change::Removed);
+        assert!(!url_matches(&catalog, "abc012", "indicator--a"));
+        assert!(url_matches(&catalog, "xyz789", "indicator--b"));
+        assert_eq!(catalog.snapshot().len(), 2);
+    }
+
+    #[test]
+    fn an_indicator_past_a_size_limit_alone_is_refused() {
+        let mut catalog = Catalog::with_config(CatalogConfig {
+            regex_size_limit: 64,
+            ..CatalogConfig::default()
+        });
+        catalog
+            .upsert(record(
+                "indicator--a",
+                "[url:value = 'http://a.example/']",
+                1,
+            ))
+            .unwrap();
+        let refused = catalog.upsert(record("indicator--a", REGEX_A, 2));
+        assert!(
+            matches!(&refused, Err(IndicatorError::Compile(reason)) if reason.contains("indicator--a")),
+            "{refused:?}"
+        );
+        // The new version replaced the old one, which is gone.
+        assert_eq!(catalog.len(), 0);
+        assert_eq!(catalog.snapshot().len(), 0);
+        assert!(!url_matches(&catalog, "http://a.example/", "indicator--a"));
+
+        // In a batch, only that indicator is refused.
+        let results = catalog.apply([
+            Update::Upsert(record("indicator--b", REGEX_B, 1)),
+            Update::Upsert(record(
+                "indicator--c",
+                "[url:value = 'http://c.example/']",
+                1,
+            )),
+        ]);
+        assert!(matches!(results[0], Err(IndicatorError::Compile(_))));
+        assert_eq!(results[1], Ok(Change::Added));
+        assert_eq!(catalog.len(), 1);
+        assert!(url_matches(&catalog, "http://c.example/", "indicator--c"));
+
+        // A version that compiles brings the id back.
+        assert_eq!(
+            catalog.upsert(record(
+                "indicator--b",
+                "[url:value = 'http://b.example/']",
+                2
+            )),
+            Ok(Change::Added)
+        );
+        assert!(url_matches(&catalog, "http://b.example/", "indicator--b"));
     }
 
     #[test]

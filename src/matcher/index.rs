@@ -278,11 +278,12 @@ impl FieldIndex {
     }
 
     /// Builds the automata and sorts the ranges once every anchor is in.
+    /// `regex_size_limit` bounds the compiled size of each regex set.
     ///
     /// # Errors
     ///
     /// Fails when an automaton or regex set exceeds its size limit.
-    pub(crate) fn finish(&mut self) -> Result<(), String> {
+    pub(crate) fn finish(&mut self, regex_size_limit: usize) -> Result<(), String> {
         self.exact_str.finish();
         self.exact.finish();
         for (_, map) in self.ip4.iter_mut() {
@@ -305,7 +306,7 @@ impl FieldIndex {
             let patterns: Vec<String> = text.iter().map(|r| crate::eval::nfc(&r.0)).collect();
             let set = regex::RegexSetBuilder::new(patterns)
                 .dot_matches_new_line(true)
-                .size_limit(64 << 20)
+                .size_limit(regex_size_limit)
                 .build()
                 .map_err(|e| e.to_string())?;
             self.regex_text = Some((set, text.iter().map(|r| r.2).collect()));
@@ -314,7 +315,7 @@ impl FieldIndex {
             let set = regex::bytes::RegexSetBuilder::new(bytes.iter().map(|r| r.0.as_str()))
                 .unicode(false)
                 .dot_matches_new_line(true)
-                .size_limit(64 << 20)
+                .size_limit(regex_size_limit)
                 .build()
                 .map_err(|e| e.to_string())?;
             self.regex_bytes = Some((set, bytes.iter().map(|r| r.2).collect()));

@@ -169,9 +169,9 @@ fn text_bytes(entries: &[Staged]) -> usize {
 }
 
 impl Segment {
-    /// Compiles `entries` into one segment that also removes `removed`.
-    /// Each pattern is parsed here and its syntax tree dropped as soon as
-    /// it is indexed, unless its plan needs it.
+    /// Compiles `entries` into one segment. Each pattern is parsed here
+    /// and its syntax tree dropped as soon as it is indexed, unless its
+    /// plan needs it. `regex_size_limit` bounds each regex set.
     ///
     /// # Errors
     ///
@@ -180,30 +180,27 @@ impl Segment {
     /// more than [`MAX_TARGETS`] leaves, or when an automaton or regex set
     /// exceeds its size limit.
     pub(crate) fn build(
-        entries: Vec<Staged>,
-        removed: HashSet<SlotId>,
+        entries: &[Staged],
+        regex_size_limit: usize,
     ) -> Result<Segment, IndicatorError> {
         let mut segment = Segment {
             slots: Vec::with_capacity(entries.len()),
             leaves: Vec::with_capacity(entries.len()),
-            fields: Vec::new(),
-            by_type: FastMap::default(),
-            removed,
-            stats: CompileStats::default(),
-            texts: String::with_capacity(text_bytes(&entries)),
+            texts: String::with_capacity(text_bytes(entries)),
+            ..Segment::removing(HashSet::new())
         };
         let mut field_pos: FastMap<crate::pattern::ObjectPath, usize> = FastMap::default();
 
         for staged in entries {
-            let (pattern, text) = match staged.pattern {
+            let (pattern, text) = match &staged.pattern {
                 Source::Text(text) => {
-                    let parsed = parse(&text).map_err(|error| IndicatorError::InvalidPattern {
+                    let parsed = parse(text).map_err(|error| IndicatorError::InvalidPattern {
                         id: staged.indicator.to_arc(),
                         error,
                     })?;
                     (Arc::new(parsed), Some(text))
                 }
-                Source::Parsed(pattern) => (pattern, None),
+                Source::Parsed(pattern) => (Arc::clone(pattern), None),
             };
             let slot = segment.slots.len() as u32;
             let single = matches!(pattern.root, ObservationExpr::Observation(_));
@@ -271,23 +268,41 @@ impl Segment {
                 segment.stats.stateful += 1;
                 Plan::Stateful(pattern)
             } else if all_exact {
-                let text = text.unwrap_or_else(|| pattern.to_string().into());
-                Plan::Exact(segment.keep_text(&text, &staged.indicator)?)
+                let text = match text {
+                    Some(text) => segment.keep_text(text, &staged.indicator)?,
+                    None => segment.keep_text(&pattern.to_string(), &staged.indicator)?,
+                };
+                Plan::Exact(text)
             } else {
                 Plan::Verify(pattern)
             };
             segment.slots.push(Slot {
                 id: staged.id,
-                indicator: staged.indicator,
+                indicator: staged.indicator.clone(),
                 valid_from: staged.valid_from,
                 valid_until: staged.valid_until,
                 plan,
             });
         }
         for field in &mut segment.fields {
-            field.finish().map_err(IndicatorError::Compile)?;
+            field
+                .finish(regex_size_limit)
+                .map_err(IndicatorError::Compile)?;
         }
         Ok(segment)
+    }
+
+    /// A segment of no indicator that removes `removed` from older ones.
+    pub(crate) fn removing(removed: HashSet<SlotId>) -> Segment {
+        Segment {
+            slots: Vec::new(),
+            leaves: Vec::new(),
+            fields: Vec::new(),
+            by_type: FastMap::default(),
+            removed,
+            stats: CompileStats::default(),
+            texts: String::new(),
+        }
     }
 
     /// Appends every leaf of this segment that holds on `obs` to `out`.

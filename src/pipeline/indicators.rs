@@ -365,7 +365,7 @@ impl Reader {
         let started = Instant::now();
         let bulk = pending.len() >= BULK_CHANGES;
         let origins: Vec<usize> = pending.iter().map(|p| p.message).collect();
-        let (results, published) = self.catalog.apply(pending.into_iter().map(|p| p.update));
+        let results = self.catalog.apply(pending.into_iter().map(|p| p.update));
         for (result, message) in results.into_iter().zip(origins) {
             match result {
                 Ok(change) => self.metrics.record_change(change),
@@ -381,10 +381,6 @@ impl Reader {
                 }
             }
         }
-        if let Err(e) = published {
-            tracing::error!(error = %e, "indicator changes could not be compiled; the previous snapshot stays");
-            return;
-        }
         self.publish(started);
         if bulk {
             crate::memory::release_freed();
@@ -397,6 +393,17 @@ impl Reader {
         self.metrics
             .snapshot_build_seconds
             .observe(started.elapsed().as_secs_f64());
+        let refused = self.catalog.merges_refused();
+        let counted = self.metrics.segment_merges_refused.get();
+        if refused > counted {
+            self.metrics
+                .segment_merges_refused
+                .inc_by(refused - counted);
+            tracing::warn!(
+                refused,
+                "segments could not be merged (a regex set past its size limit); they stay apart"
+            );
+        }
         tracing::debug!(
             indicators = snapshot.len(),
             generation = snapshot.generation(),
@@ -413,17 +420,14 @@ impl Reader {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let now = Timestamp::from_unix_nanos(since_epoch.as_nanos() as i128);
-        match self.catalog.expire(now) {
-            Ok(0) => {}
-            Ok(count) => {
-                self.metrics
-                    .indicator_updates
-                    .with_label_values(&["expired"])
-                    .inc_by(count as u64);
-                tracing::info!(count, "expired indicators dropped");
-                self.publish(started);
-            }
-            Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
+        let count = self.catalog.expire(now);
+        if count > 0 {
+            self.metrics
+                .indicator_updates
+                .with_label_values(&["expired"])
+                .inc_by(count as u64);
+            tracing::info!(count, "expired indicators dropped");
+            self.publish(started);
         }
     }
 

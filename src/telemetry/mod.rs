@@ -59,6 +59,11 @@ pub struct Metrics {
     pub snapshot_indicators: IntGauge,
     /// Generation of the published snapshot.
     pub snapshot_generation: IntGauge,
+    /// Segments of the published snapshot.
+    pub snapshot_segments: IntGauge,
+    /// Merges of segments refused because the merged segment would
+    /// exceed a size limit.
+    pub segment_merges_refused: IntCounter,
     /// Observations dropped from stream windows, by reason.
     pub window_evictions: IntCounterVec,
     /// 1 once the indicator topic was read to its end.
@@ -231,6 +236,17 @@ impl Metrics {
                 "sightline_snapshot_generation",
                 "Generation of the published snapshot.",
             ),
+            snapshot_segments: gauge(
+                &r,
+                "sightline_snapshot_segments",
+                "Segments of the published snapshot.",
+            ),
+            segment_merges_refused: counter(
+                &r,
+                "sightline_segment_merges_refused_total",
+                "Merges of snapshot segments refused because the merged segment would exceed a \
+                 size limit.",
+            ),
             window_evictions: counter_vec(
                 &r,
                 "sightline_window_evictions_total",
@@ -274,6 +290,7 @@ impl Metrics {
         let stateful = stats.stateful as i64;
         self.snapshot_indicators.set(total);
         self.snapshot_generation.set(snapshot.generation() as i64);
+        self.snapshot_segments.set(snapshot.segment_count() as i64);
         self.indicators_active
             .with_label_values(&["stateful"])
             .set(stateful);
@@ -445,6 +462,8 @@ mod tests {
             "sightline_snapshot_build_seconds",
             "sightline_snapshot_indicators",
             "sightline_snapshot_generation",
+            "sightline_snapshot_segments",
+            "sightline_segment_merges_refused_total",
             "sightline_window_evictions_total",
             "sightline_ready",
             "sightline_in_flight_messages",
