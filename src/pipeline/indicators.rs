@@ -372,7 +372,7 @@ impl Reader {
                 Err(e) => {
                     let kind = match e {
                         IndicatorError::InvalidPattern { .. } => "invalid_pattern",
-                        IndicatorError::Compile(_) => "invalid_object",
+                        IndicatorError::Compile(_) => "size_limit",
                     };
                     match kept.get_mut(message) {
                         Some(original) => self.reject(original, kind, e.to_string()),
