@@ -322,10 +322,20 @@ fn load_indicators(path: &Path) -> anyhow::Result<Catalog> {
     for (reason, count) in &skipped {
         eprintln!("note: {name}: {count} indicator(s) skipped: {reason}");
     }
+    let too_large = errors
+        .iter()
+        .filter(|e| matches!(e, IndicatorError::TooLarge { .. }))
+        .count();
+    // Refusals on a size limit are rare: named only when there are some.
+    let too_large_note = match too_large {
+        0 => String::new(),
+        n => format!("{n} too large, "),
+    };
     let loaded = catalog.len();
     eprintln!(
-        "{loaded} indicators loaded from {name} ({} invalid, {} revoked, {} skipped)",
-        invalid + errors.len(),
+        "{loaded} indicators loaded from {name} ({} invalid, {too_large_note}{} revoked, {} \
+         skipped)",
+        invalid + errors.len() - too_large,
         revoked.len(),
         skipped.values().sum::<usize>()
     );

@@ -218,6 +218,11 @@ fn walk<'a>(
     }
 }
 
+/// Objects with at most this many properties are searched key by key.
+/// Cyber-observables built from events have a handful; one tree node of
+/// the map holds up to eleven.
+const LINEAR_SEARCH_MAX: usize = 8;
+
 /// The property `key` of `object`, when it is a JSON object that has it.
 ///
 /// Objects of observations have a handful of properties; comparing each
@@ -225,7 +230,7 @@ fn walk<'a>(
 /// the map, which compares bytes with every key before the one sought.
 fn property<'v>(object: &'v Value, key: &str) -> Option<&'v Value> {
     let map = object.as_object()?;
-    if map.len() > 8 {
+    if map.len() > LINEAR_SEARCH_MAX {
         return map.get(key);
     }
     map.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)

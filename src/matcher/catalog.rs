@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::ids::{IdTable, IndicatorId};
-use super::segment::{Segment, Source, Staged};
+use super::segment::{BuildError, Segment, Source, Staged};
 use super::{IndicatorRecord, SlotId, Snapshot};
 use crate::pattern::{PatternError, parse};
 use crate::stix::timestamp::Timestamp;
@@ -29,8 +29,9 @@ pub struct CatalogConfig {
     pub rebuild_ratio: f64,
     /// Changes below this count never trigger a full rebuild. Default 4096.
     pub rebuild_min_changes: usize,
-    /// Most bytes the compiled regex set of one property path in one
-    /// segment may take. Default 64 MiB.
+    /// Most bytes one compiled regex set of a property path in a segment
+    /// may take (each path has one set for text and one for binary
+    /// values). Default 64 MiB.
     pub regex_size_limit: usize,
 }
 
@@ -86,9 +87,15 @@ pub enum IndicatorError {
         /// What is wrong, with its position.
         error: PatternError,
     },
-    /// The compiled indexes exceeded a size limit.
-    #[error("indicator set could not be compiled: {0}")]
-    Compile(String),
+    /// The indicator cannot be taken without exceeding a size limit (of
+    /// the indexes of a segment holding it alone, or of the catalog).
+    #[error("indicator {id}: refused: {reason}")]
+    TooLarge {
+        /// The indicator id.
+        id: Arc<str>,
+        /// Which limit, and what it is.
+        reason: String,
+    },
 }
 
 /// What the catalog knows of one id. Kept to 24 bytes: with a million
@@ -146,6 +153,8 @@ pub struct Catalog {
     next_slot: SlotId,
     /// Merges that failed (a size limit), whose segments stay apart.
     merges_refused: u64,
+    /// Why the last of them failed.
+    last_merge_error: Option<String>,
     /// After a full rebuild fails, the changes the next attempt waits for,
     /// so that a set that cannot be merged is not rebuilt on every change.
     rebuild_after: usize,
@@ -171,6 +180,7 @@ impl Catalog {
             snapshot: Arc::new(Snapshot::empty()),
             next_slot: 0,
             merges_refused: 0,
+            last_merge_error: None,
             rebuild_after: 0,
         }
     }
@@ -195,6 +205,11 @@ impl Catalog {
     /// costs a little matching speed, not answers).
     pub fn merges_refused(&self) -> u64 {
         self.merges_refused
+    }
+
+    /// Why the last refused merge failed.
+    pub fn last_merge_error(&self) -> Option<&str> {
+        self.last_merge_error.as_deref()
     }
 
     /// Applies many records at once and publishes one snapshot: the way to
@@ -230,9 +245,8 @@ impl Catalog {
     }
 
     /// Applies `updates` in order, hands what each did to `on_result`, and
-    /// publishes one snapshot for all of them. Returns the updates (by
-    /// position) whose indicators compilation refused after `on_result`
-    /// had them as added.
+    /// publishes one snapshot for all of them. Returns, by update position,
+    /// the upserts reported as added that compilation then refused.
     fn apply_each(
         &mut self,
         updates: impl IntoIterator<Item = Update>,
@@ -298,8 +312,9 @@ impl Catalog {
     /// # Errors
     ///
     /// Returns [`IndicatorError::InvalidPattern`] when the pattern is
-    /// invalid, and [`IndicatorError::Compile`] when it cannot be compiled
-    /// (a size limit); the older version, if any, is removed all the same.
+    /// invalid, and [`IndicatorError::TooLarge`] when it cannot be taken
+    /// within a size limit; the older version, if any, is removed all the
+    /// same.
     pub fn upsert(&mut self, record: IndicatorRecord) -> Result<Change, IndicatorError> {
         self.apply_one(Update::Upsert(record))
     }
@@ -408,11 +423,11 @@ impl Catalog {
             .get_or_insert_with(&id, || Entry::new(record.modified))
         else {
             let limit = IdTable::<Entry>::MAX_LEN;
-            let reason = format!(
-                "indicator {}: the catalog's id count would exceed the limit of {limit}",
-                record.id
-            );
-            return Err((IndicatorError::Compile(reason), None));
+            let error = IndicatorError::TooLarge {
+                id: record.id,
+                reason: format!("the catalog's id count would exceed the limit of {limit}"),
+            };
+            return Err((error, None));
         };
         entry.modified = record.modified;
         let old = entry.take_live();
@@ -472,11 +487,26 @@ impl Catalog {
             None => fresh.push(Segment::removing(removed)),
         }
 
+        let split = fresh.len() > 1;
         let mut segments = self.snapshot.segments.clone();
         segments.extend(fresh.into_iter().map(Arc::new));
+        if split {
+            // The parts failed together: merging them back now would fail
+            // again. A rebuild waits until the changes have doubled.
+            self.rebuild_after = changes(&segments).saturating_mul(2);
+        } else {
+            self.merge_segments(&mut segments);
+        }
+        let generation = self.snapshot.generation + 1;
+        self.snapshot = Arc::new(Snapshot::new(segments, generation));
+        refused
+    }
 
-        // Merge the newest segments while the newest is at least as large
-        // as the one before it (never into the first, the base).
+    /// Merges the newest segments while the newest is at least as large as
+    /// the one before it (never into the first, the base), then rebuilds
+    /// everything once the changes are a fair part of the base. A merge
+    /// that fails leaves its segments apart.
+    fn merge_segments(&mut self, segments: &mut Vec<Arc<Segment>>) {
         while segments.len() > 2 {
             let n = segments.len();
             if weight(&segments[n - 1]) < weight(&segments[n - 2]) {
@@ -487,35 +517,35 @@ impl Catalog {
                     segments.truncate(n - 2);
                     segments.push(Arc::new(merged));
                 }
-                Err(_) => {
-                    self.merges_refused += 1;
+                Err(error) => {
+                    self.refuse_merge(error);
                     break;
                 }
             }
         }
 
-        // Rebuild everything once the changes are a fair part of the base.
         let base = segments.first().map_or(0, |s| weight(s));
-        let changes: usize = segments.iter().skip(1).map(|s| weight(s)).sum();
+        let changes = changes(segments);
         if segments.len() > 1
             && changes >= self.config.rebuild_min_changes.max(self.rebuild_after)
             && changes as f64 >= base as f64 * self.config.rebuild_ratio
         {
-            match merge(&segments, self.config.regex_size_limit) {
+            match merge(segments, self.config.regex_size_limit) {
                 Ok(merged) => {
-                    segments = vec![Arc::new(merged)];
+                    *segments = vec![Arc::new(merged)];
                     self.rebuild_after = 0;
                 }
-                Err(_) => {
-                    self.merges_refused += 1;
+                Err(error) => {
+                    self.refuse_merge(error);
                     self.rebuild_after = changes.saturating_mul(2);
                 }
             }
         }
+    }
 
-        let generation = self.snapshot.generation + 1;
-        self.snapshot = Arc::new(Snapshot::new(segments, generation));
-        refused
+    fn refuse_merge(&mut self, error: BuildError) {
+        self.merges_refused += 1;
+        self.last_merge_error = Some(error.to_string());
     }
 
     /// Compiles `added` into `out`; when that fails, compiles its halves
@@ -535,11 +565,11 @@ impl Catalog {
             Ok(segment) => out.push(segment),
             Err(error) if added.len() == 1 => {
                 let error = match error {
-                    IndicatorError::Compile(reason) => IndicatorError::Compile(format!(
-                        "indicator {}: {reason}",
-                        added[0].indicator
-                    )),
-                    other => other,
+                    BuildError::Invalid(error) => error,
+                    BuildError::TooLarge(reason) => IndicatorError::TooLarge {
+                        id: added[0].indicator.to_arc(),
+                        reason,
+                    },
                 };
                 refused.push((offset, error));
             }
@@ -552,6 +582,11 @@ impl Catalog {
     }
 }
 
+/// Size of the changes on top of the base (the first segment).
+fn changes(segments: &[Arc<Segment>]) -> usize {
+    segments.iter().skip(1).map(|s| weight(s)).sum()
+}
+
 /// Size of a segment for the merge policy.
 fn weight(segment: &Segment) -> usize {
     segment.slots.len() + segment.removed.len()
@@ -559,7 +594,7 @@ fn weight(segment: &Segment) -> usize {
 
 /// Compiles the live indicators of consecutive `segments` into one, keeping
 /// the removals that point at older segments.
-fn merge(segments: &[Arc<Segment>], regex_size_limit: usize) -> Result<Segment, IndicatorError> {
+fn merge(segments: &[Arc<Segment>], regex_size_limit: usize) -> Result<Segment, BuildError> {
     let own: HashSet<SlotId> = segments
         .iter()
         .flat_map(|s| s.slots.iter().map(|slot| slot.id))
@@ -692,32 +727,31 @@ mod tests {
         assert_eq!(catalog.snapshot().len(), 1);
     }
 
-    /// Patterns whose regexes have no literal to look up: they go to the
-    /// regex set of `url:value`.
-    const REGEX_A: &str = "[url:value MATCHES '^[a-m]{2,60}[0-4]{2,60}$']";
-    const REGEX_B: &str = "[url:value MATCHES '^[n-z]{2,60}[5-9]{2,60}$']";
+    /// Regexes with no literal to look up: they go to the regex set of
+    /// `url:value`, and two of them exceed [`limit_for_one_regex`].
+    const REGEX_A: &str = "^[a-m]{2,60}[0-4]{2,60}$";
+    const REGEX_B: &str = "^[n-z]{2,60}[5-9]{2,60}$";
 
-    /// The smallest regex size limit (in steps of 256 bytes) at which one
-    /// of the test regexes compiles alone, and the check that both do not
-    /// compile together under it.
+    fn matches_pattern(regex: &str) -> String {
+        format!("[url:value MATCHES '{regex}']")
+    }
+
+    /// The smallest regex size limit (in steps of 256 bytes) at which each
+    /// test regex compiles alone, checked to be too small for both.
     fn limit_for_one_regex() -> usize {
-        let build = |patterns: &[&str], limit: usize| {
+        let compiles = |patterns: &[&str], limit: usize| {
             regex::RegexSetBuilder::new(patterns)
                 .dot_matches_new_line(true)
                 .size_limit(limit)
                 .build()
                 .is_ok()
         };
-        let a = "^[a-m]{2,60}[0-4]{2,60}$";
-        let b = "^[n-z]{2,60}[5-9]{2,60}$";
         let limit = (1..)
             .map(|k| k * 256)
-            .find(|&limit| build(&[a], limit) && build(&[b], limit))
-            .unwrap_or_default();
-        assert!(
-            !build(&[a, b], limit),
-            "the two regexes fit {limit} bytes together"
-        );
+            .find(|&limit| compiles(&[REGEX_A], limit) && compiles(&[REGEX_B], limit))
+            .expect("an unbounded search ends");
+        let both = compiles(&[REGEX_A, REGEX_B], limit);
+        assert!(!both, "the two regexes fit {limit} bytes together");
         limit
     }
 
@@ -736,6 +770,10 @@ mod tests {
             .any(|m| m.indicator.to_string() == id)
     }
 
+    fn url_record(id: &str, url: &str, modified_secs: i64) -> IndicatorRecord {
+        record(id, &format!("[url:value = '{url}']"), modified_secs)
+    }
+
     #[test]
     fn a_batch_past_a_size_limit_is_compiled_in_parts() {
         // Every change asks for a full rebuild, which cannot succeed.
@@ -745,25 +783,38 @@ mod tests {
             ..CatalogConfig::default()
         });
         let errors = catalog.load([
-            record("indicator--a", REGEX_A, 1),
-            record("indicator--b", REGEX_B, 1),
-            record("indicator--c", "[url:value = 'http://c.example/']", 1),
+            record("indicator--a", &matches_pattern(REGEX_A), 1),
+            record("indicator--b", &matches_pattern(REGEX_B), 1),
+            url_record("indicator--c", "http://c.example/", 1),
         ]);
         assert_eq!(errors, []);
         assert_eq!(catalog.len(), 3);
         assert_eq!(catalog.snapshot().len(), 3);
         assert!(catalog.snapshot().segment_count() >= 2);
-        assert!(catalog.merges_refused() >= 1);
         assert!(url_matches(&catalog, "abc012", "indicator--a"));
         assert!(url_matches(&catalog, "xyz789", "indicator--b"));
         assert!(url_matches(&catalog, "http://c.example/", "indicator--c"));
         assert!(!url_matches(&catalog, "abc789", "indicator--a"));
+        // The parts are not merged back at once.
+        assert_eq!(catalog.merges_refused(), 0);
 
-        // Later changes still publish, and removals reach every part.
+        // Once the changes have doubled, a rebuild is tried; it fails and
+        // leaves the segments apart, and the changes are published.
+        let more = (0..8).map(|i| url_record(&format!("indicator--d{i}"), "http://d.example/", 1));
+        assert_eq!(catalog.load(more), []);
+        assert_eq!(catalog.merges_refused(), 1);
+        let reason = catalog.last_merge_error().unwrap_or_default();
+        assert!(reason.contains("url:value"), "{reason}");
+        assert_eq!(catalog.snapshot().len(), 11);
+        assert!(url_matches(&catalog, "http://d.example/", "indicator--d7"));
+        assert!(url_matches(&catalog, "abc012", "indicator--a"));
+        assert!(url_matches(&catalog, "xyz789", "indicator--b"));
+
+        // Removals reach every part.
         assert_eq!(catalog.remove("indicator--a"), Change::Removed);
         assert!(!url_matches(&catalog, "abc012", "indicator--a"));
         assert!(url_matches(&catalog, "xyz789", "indicator--b"));
-        assert_eq!(catalog.snapshot().len(), 2);
+        assert_eq!(catalog.snapshot().len(), 10);
     }
 
     #[test]
@@ -773,45 +824,39 @@ mod tests {
             ..CatalogConfig::default()
         });
         catalog
-            .upsert(record(
-                "indicator--a",
-                "[url:value = 'http://a.example/']",
-                1,
-            ))
+            .upsert(url_record("indicator--a", "http://a.example/", 1))
             .unwrap();
-        let refused = catalog.upsert(record("indicator--a", REGEX_A, 2));
-        assert!(
-            matches!(&refused, Err(IndicatorError::Compile(reason)) if reason.contains("indicator--a")),
-            "{refused:?}"
-        );
+        let refused = catalog.upsert(record("indicator--a", &matches_pattern(REGEX_A), 2));
+        let Err(IndicatorError::TooLarge { id, reason }) = refused else {
+            panic!("refused as too large: {refused:?}");
+        };
+        assert_eq!(&*id, "indicator--a");
+        assert!(reason.contains("url:value"), "{reason}");
         // The new version replaced the old one, which is gone.
         assert_eq!(catalog.len(), 0);
         assert_eq!(catalog.snapshot().len(), 0);
         assert!(!url_matches(&catalog, "http://a.example/", "indicator--a"));
 
-        // In a batch, only that indicator is refused.
+        // In a batch, only that indicator is refused, reported at its own
+        // position even when a version replaced within the batch is left out.
         let results = catalog.apply([
-            Update::Upsert(record("indicator--b", REGEX_B, 1)),
-            Update::Upsert(record(
-                "indicator--c",
-                "[url:value = 'http://c.example/']",
-                1,
-            )),
+            Update::Upsert(url_record("indicator--c", "http://c1.example/", 1)),
+            Update::Upsert(url_record("indicator--c", "http://c2.example/", 2)),
+            Update::Upsert(record("indicator--b", &matches_pattern(REGEX_B), 1)),
+            Update::Upsert(url_record("indicator--d", "http://d.example/", 1)),
         ]);
-        assert!(matches!(results[0], Err(IndicatorError::Compile(_))));
-        assert_eq!(results[1], Ok(Change::Added));
-        assert_eq!(catalog.len(), 1);
-        assert!(url_matches(&catalog, "http://c.example/", "indicator--c"));
+        assert_eq!(results[0], Ok(Change::Added));
+        assert_eq!(results[1], Ok(Change::Replaced));
+        assert!(matches!(results[2], Err(IndicatorError::TooLarge { .. })));
+        assert_eq!(results[3], Ok(Change::Added));
+        assert_eq!(catalog.len(), 2);
+        assert!(url_matches(&catalog, "http://c2.example/", "indicator--c"));
+        assert!(!url_matches(&catalog, "http://c1.example/", "indicator--c"));
+        assert!(url_matches(&catalog, "http://d.example/", "indicator--d"));
 
         // A version that compiles brings the id back.
-        assert_eq!(
-            catalog.upsert(record(
-                "indicator--b",
-                "[url:value = 'http://b.example/']",
-                2
-            )),
-            Ok(Change::Added)
-        );
+        let back = catalog.upsert(url_record("indicator--b", "http://b.example/", 2));
+        assert_eq!(back, Ok(Change::Added));
         assert!(url_matches(&catalog, "http://b.example/", "indicator--b"));
     }
 

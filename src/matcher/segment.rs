@@ -82,6 +82,26 @@ struct LeafRef {
     verify: bool,
 }
 
+/// Why a segment could not be built.
+#[derive(Debug)]
+pub(crate) enum BuildError {
+    /// A pattern does not parse. The catalog checks every pattern first,
+    /// so only a broken invariant gets here.
+    Invalid(IndicatorError),
+    /// The segment would exceed a size limit: its leaf count, its pattern
+    /// texts, or an automaton or regex set of one path.
+    TooLarge(String),
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildError::Invalid(error) => error.fmt(f),
+            BuildError::TooLarge(reason) => f.write_str(reason),
+        }
+    }
+}
+
 /// Counts of how leaves were compiled, for metrics and logs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CompileStats {
@@ -175,14 +195,14 @@ impl Segment {
     ///
     /// # Errors
     ///
-    /// Fails when a pattern does not parse (the catalog checked them, so
-    /// only a broken invariant gets here), when the segment would hold
-    /// more than [`MAX_TARGETS`] leaves, or when an automaton or regex set
-    /// exceeds its size limit.
+    /// [`BuildError::Invalid`] when a pattern does not parse;
+    /// [`BuildError::TooLarge`] when the segment would hold more than
+    /// [`MAX_TARGETS`] leaves or more pattern text than a `u32` counts, or
+    /// when an automaton or regex set exceeds its size limit.
     pub(crate) fn build(
         entries: &[Staged],
         regex_size_limit: usize,
-    ) -> Result<Segment, IndicatorError> {
+    ) -> Result<Segment, BuildError> {
         let mut segment = Segment {
             slots: Vec::with_capacity(entries.len()),
             leaves: Vec::with_capacity(entries.len()),
@@ -194,9 +214,11 @@ impl Segment {
         for staged in entries {
             let (pattern, text) = match &staged.pattern {
                 Source::Text(text) => {
-                    let parsed = parse(text).map_err(|error| IndicatorError::InvalidPattern {
-                        id: staged.indicator.to_arc(),
-                        error,
+                    let parsed = parse(text).map_err(|error| {
+                        BuildError::Invalid(IndicatorError::InvalidPattern {
+                            id: staged.indicator.to_arc(),
+                            error,
+                        })
                     })?;
                     (Arc::new(parsed), Some(text))
                 }
@@ -213,10 +235,8 @@ impl Segment {
                 };
                 all_exact &= exact;
                 if segment.leaves.len() >= MAX_TARGETS {
-                    return Err(IndicatorError::Compile(format!(
-                        "indicator {}: the segment's leaf count would exceed the limit of \
-                         {MAX_TARGETS}",
-                        staged.indicator
+                    return Err(BuildError::TooLarge(format!(
+                        "the segment's leaf count would exceed the limit of {MAX_TARGETS}"
                     )));
                 }
                 let target = segment.leaves.len() as Target;
@@ -269,8 +289,8 @@ impl Segment {
                 Plan::Stateful(pattern)
             } else if all_exact {
                 let text = match text {
-                    Some(text) => segment.keep_text(text, &staged.indicator)?,
-                    None => segment.keep_text(&pattern.to_string(), &staged.indicator)?,
+                    Some(text) => segment.keep_text(text)?,
+                    None => segment.keep_text(&pattern.to_string())?,
                 };
                 Plan::Exact(text)
             } else {
@@ -287,7 +307,7 @@ impl Segment {
         for field in &mut segment.fields {
             field
                 .finish(regex_size_limit)
-                .map_err(IndicatorError::Compile)?;
+                .map_err(|e| BuildError::TooLarge(format!("the indexes of {}: {e}", field.path)))?;
         }
         Ok(segment)
     }
@@ -358,16 +378,11 @@ impl Segment {
     }
 
     /// Appends `text` to the segment's texts.
-    fn keep_text(
-        &mut self,
-        text: &str,
-        indicator: &IndicatorId,
-    ) -> Result<TextRef, IndicatorError> {
+    fn keep_text(&mut self, text: &str) -> Result<TextRef, BuildError> {
         let start = self.texts.len();
         if u32::try_from(start + text.len()).is_err() {
-            return Err(IndicatorError::Compile(format!(
-                "indicator {indicator}: the segment's pattern text would exceed the limit of \
-                 {} bytes",
+            return Err(BuildError::TooLarge(format!(
+                "the segment's pattern text would exceed the limit of {} bytes",
                 u32::MAX
             )));
         }

@@ -372,7 +372,7 @@ impl Reader {
                 Err(e) => {
                     let kind = match e {
                         IndicatorError::InvalidPattern { .. } => "invalid_pattern",
-                        IndicatorError::Compile(_) => "size_limit",
+                        IndicatorError::TooLarge { .. } => "size_limit",
                     };
                     match kept.get_mut(message) {
                         Some(original) => self.reject(original, kind, e.to_string()),
@@ -401,7 +401,8 @@ impl Reader {
                 .inc_by(refused - counted);
             tracing::warn!(
                 refused,
-                "segments could not be merged (a regex set past its size limit); they stay apart"
+                error = self.catalog.last_merge_error().unwrap_or_default(),
+                "snapshot segments could not be merged; they stay apart"
             );
         }
         tracing::debug!(
