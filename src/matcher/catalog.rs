@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::ids::{IdTable, IndicatorId};
-use super::segment::{BuildError, Segment, Source, Staged};
+use super::segment::{BuildError, Segment, Staged};
 use super::{IndicatorRecord, SlotId, Snapshot};
 use crate::pattern::{PatternError, parse};
 use crate::stix::timestamp::Timestamp;
@@ -441,7 +441,7 @@ impl Catalog {
                     indicator: id,
                     valid_from: record.valid_from,
                     valid_until: record.valid_until,
-                    pattern: Source::Text(record.pattern),
+                    pattern: record.pattern,
                 };
                 Ok(Some((staged, old)))
             }
@@ -512,7 +512,7 @@ impl Catalog {
             if weight(&segments[n - 1]) < weight(&segments[n - 2]) {
                 break;
             }
-            match merge(&segments[n - 2..], self.config.regex_size_limit) {
+            match Segment::merge(&segments[n - 2..], self.config.regex_size_limit) {
                 Ok(merged) => {
                     segments.truncate(n - 2);
                     segments.push(Arc::new(merged));
@@ -530,7 +530,7 @@ impl Catalog {
             && changes >= self.config.rebuild_min_changes.max(self.rebuild_after)
             && changes as f64 >= base as f64 * self.config.rebuild_ratio
         {
-            match merge(segments, self.config.regex_size_limit) {
+            match Segment::merge(segments, self.config.regex_size_limit) {
                 Ok(merged) => {
                     *segments = vec![Arc::new(merged)];
                     self.rebuild_after = 0;
@@ -590,35 +590,6 @@ fn changes(segments: &[Arc<Segment>]) -> usize {
 /// Size of a segment for the merge policy.
 fn weight(segment: &Segment) -> usize {
     segment.slots.len() + segment.removed.len()
-}
-
-/// Compiles the live indicators of consecutive `segments` into one, keeping
-/// the removals that point at older segments.
-fn merge(segments: &[Arc<Segment>], regex_size_limit: usize) -> Result<Segment, BuildError> {
-    let own: HashSet<SlotId> = segments
-        .iter()
-        .flat_map(|s| s.slots.iter().map(|slot| slot.id))
-        .collect();
-    let mut removed_here: HashSet<SlotId> = HashSet::new();
-    let mut removed_older: HashSet<SlotId> = HashSet::new();
-    for s in segments {
-        for id in &s.removed {
-            if own.contains(id) {
-                removed_here.insert(*id);
-            } else {
-                removed_older.insert(*id);
-            }
-        }
-    }
-    let entries: Vec<Staged> = segments
-        .iter()
-        .flat_map(|s| s.slots.iter().map(move |slot| (s, slot)))
-        .filter(|(_, slot)| !removed_here.contains(&slot.id))
-        .map(|(s, slot)| s.staged(slot))
-        .collect();
-    let mut merged = Segment::build(&entries, regex_size_limit)?;
-    merged.removed = removed_older;
-    Ok(merged)
 }
 
 #[cfg(test)]
@@ -858,6 +829,36 @@ mod tests {
         let back = catalog.upsert(url_record("indicator--b", "http://b.example/", 2));
         assert_eq!(back, Ok(Change::Added));
         assert!(url_matches(&catalog, "http://b.example/", "indicator--b"));
+    }
+
+    #[test]
+    fn a_rebuild_keeps_only_what_is_live() {
+        let mut catalog = Catalog::with_config(CatalogConfig {
+            rebuild_min_changes: 1,
+            ..CatalogConfig::default()
+        });
+        catalog.load([
+            record("indicator--a", "[domain-name:value = 'a.example']", 1),
+            record("indicator--b", "[ipv4-addr:value = '198.51.100.0/24']", 1),
+            url_record("indicator--c", "http://c.example/", 1),
+        ]);
+        assert_eq!(catalog.remove("indicator--a"), Change::Removed);
+        assert_eq!(catalog.remove("indicator--b"), Change::Removed);
+        let snapshot = catalog.snapshot();
+        // Rebuilt into one segment from the index entries of the live one.
+        assert_eq!(snapshot.segment_count(), 1);
+        assert_eq!(snapshot.len(), 1);
+        assert_eq!(
+            snapshot.stats(),
+            crate::matcher::CompileStats {
+                exact: 1,
+                ..Default::default()
+            }
+        );
+        assert!(snapshot.indexed_paths("domain-name").is_empty());
+        assert!(snapshot.indexed_paths("ipv4-addr").is_empty());
+        assert_eq!(snapshot.indexed_paths("url").len(), 1);
+        assert!(url_matches(&catalog, "http://c.example/", "indicator--c"));
     }
 
     #[test]

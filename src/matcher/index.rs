@@ -99,6 +99,20 @@ impl<K: std::hash::Hash + Eq> FilteredMap<K> {
         }
     }
 
+    /// Every key with its targets.
+    fn entries(&self) -> impl Iterator<Item = (&K, &[Target])> {
+        self.map.iter().map(|(key, posting)| {
+            let targets = if posting & MANY == 0 {
+                std::slice::from_ref(posting)
+            } else {
+                self.many
+                    .get((posting & !MANY) as usize)
+                    .map_or(&[][..], Vec::as_slice)
+            };
+            (key, targets)
+        })
+    }
+
     /// The targets posted under `key`.
     fn get<Q>(&self, key: &Q) -> Option<&[Target]>
     where
@@ -284,6 +298,9 @@ impl FieldIndex {
     ///
     /// Fails when an automaton or regex set exceeds its size limit.
     pub(crate) fn finish(&mut self, regex_size_limit: usize) -> Result<(), String> {
+        // A merge may leave prefix lengths with no network.
+        self.ip4.retain(|(_, map)| !map.is_empty());
+        self.ip6.retain(|(_, map)| !map.is_empty());
         self.exact_str.finish();
         self.exact.finish();
         for (_, map) in self.ip4.iter_mut() {
@@ -292,16 +309,18 @@ impl FieldIndex {
         for (_, map) in self.ip6.iter_mut() {
             map.finish();
         }
+        // Literals and expressions stay listed beside what is built from
+        // them, for merges (they are few: `LIKE` and `MATCHES` only).
         if !self.substrings.is_empty() {
-            let mut grouped: BTreeMap<Box<[u8]>, Vec<Target>> = BTreeMap::new();
-            for (bytes, target) in self.substrings.drain(..) {
-                grouped.entry(bytes).or_default().push(target);
+            let mut grouped: BTreeMap<&[u8], Vec<Target>> = BTreeMap::new();
+            for (bytes, target) in &self.substrings {
+                grouped.entry(bytes).or_default().push(*target);
             }
             let (needles, targets): (Vec<_>, Vec<_>) = grouped.into_iter().unzip();
             let automaton = AhoCorasick::new(&needles).map_err(|e| e.to_string())?;
             self.automaton = Some((automaton, targets));
         }
-        let (text, bytes): (Vec<_>, Vec<_>) = self.regexes.drain(..).partition(|r| !r.1);
+        let (text, bytes): (Vec<_>, Vec<_>) = self.regexes.iter().partition(|r| !r.1);
         if !text.is_empty() {
             let patterns: Vec<String> = text.iter().map(|r| crate::eval::nfc(&r.0)).collect();
             let set = regex::RegexSetBuilder::new(patterns)
@@ -330,6 +349,82 @@ impl FieldIndex {
             v.sort_by_key(|e| e.0);
         }
         Ok(())
+    }
+
+    /// True when the index holds no anchor.
+    pub(crate) fn is_empty(&self) -> bool {
+        let ranges = &self.ranges;
+        self.exact_str.is_empty()
+            && self.exact.is_empty()
+            && self.ip4.iter().all(|(_, map)| map.is_empty())
+            && self.ip6.iter().all(|(_, map)| map.is_empty())
+            && self.ip_contains.is_empty()
+            && self.substrings.is_empty()
+            && self.regexes.is_empty()
+            && ranges.num.iter().all(Vec::is_empty)
+            && ranges.text.iter().all(Vec::is_empty)
+            && ranges.time.iter().all(Vec::is_empty)
+            && self.exists.is_empty()
+    }
+
+    /// Adds every anchor of `other` (an index of the same path, of
+    /// another segment) whose target `renumber` maps, under the target it
+    /// maps to; [`FieldIndex::finish`] is still to be called.
+    pub(crate) fn absorb(
+        &mut self,
+        other: &FieldIndex,
+        renumber: impl Fn(Target) -> Option<Target>,
+    ) {
+        debug_assert_eq!(self.path, other.path, "an index absorbs only its own path");
+        let each = |targets: &[Target], add: &mut dyn FnMut(Target)| {
+            targets.iter().filter_map(|&t| renumber(t)).for_each(add);
+        };
+        for (key, targets) in other.exact_str.entries() {
+            each(targets, &mut |t| self.exact_str.post(key.clone(), t));
+        }
+        for (key, targets) in other.exact.entries() {
+            each(targets, &mut |t| self.exact.post(key.clone(), t));
+        }
+        self.wants_time |= other.wants_time;
+        self.wants_bytes |= other.wants_bytes;
+        for (len, map) in &other.ip4 {
+            let into = by_prefix(&mut self.ip4, *len);
+            for (key, targets) in map.entries() {
+                each(targets, &mut |t| into.post(*key, t));
+            }
+        }
+        for (len, map) in &other.ip6 {
+            let into = by_prefix(&mut self.ip6, *len);
+            for (key, targets) in map.entries() {
+                each(targets, &mut |t| into.post(*key, t));
+            }
+        }
+        for (net, target) in &other.ip_contains {
+            each(&[*target], &mut |t| self.ip_contains.push((*net, t)));
+        }
+        for (bytes, target) in &other.substrings {
+            each(&[*target], &mut |t| {
+                self.substrings.push((bytes.clone(), t))
+            });
+        }
+        for (pattern, binary, target) in &other.regexes {
+            each(&[*target], &mut |t| {
+                self.regexes.push((pattern.clone(), *binary, t))
+            });
+        }
+        for (into, from) in self.ranges.num.iter_mut().zip(&other.ranges.num) {
+            into.extend(from.iter().filter_map(|(k, t)| Some((*k, renumber(*t)?))));
+        }
+        for (into, from) in self.ranges.text.iter_mut().zip(&other.ranges.text) {
+            into.extend(
+                from.iter()
+                    .filter_map(|(k, t)| Some((k.clone(), renumber(*t)?))),
+            );
+        }
+        for (into, from) in self.ranges.time.iter_mut().zip(&other.ranges.time) {
+            into.extend(from.iter().filter_map(|(k, t)| Some((*k, renumber(*t)?))));
+        }
+        each(&other.exists, &mut |t| self.exists.push(t));
     }
 
     /// Appends the targets whose anchors hit on `reached` to `out`.

@@ -16,13 +16,13 @@ use crate::stix::observation::Observation;
 use crate::stix::timestamp::Timestamp;
 
 /// How a matched indicator is confirmed.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Plan {
-    /// `[c]` whose anchors decide `c`: a hit is a match. The pattern is
-    /// kept as text in the segment's [`Segment::texts`], parsed again when
-    /// a merge rebuilds the segment: a syntax tree per indicator would cost
-    /// more than the rest of it.
-    Exact(TextRef),
+    /// `[c]` whose anchors decide `c`: a hit is a match. Nothing of the
+    /// pattern is kept but its index entries (a merge copies them): a
+    /// syntax tree, or even the text, per indicator would cost more than
+    /// the rest of it.
+    Exact,
     /// `[c]` needing verification of `c` on the hit object.
     Verify(Arc<Pattern>),
     /// Observation operators or qualifiers: leaf hits feed a window.
@@ -31,7 +31,7 @@ pub(crate) enum Plan {
 
 /// One indicator in a segment: all that matching keeps of it, inline, so
 /// that a million of them are one vector.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Slot {
     pub id: SlotId,
     pub indicator: IndicatorId,
@@ -49,13 +49,6 @@ impl Slot {
     }
 }
 
-/// Where a pattern's text is in [`Segment::texts`].
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct TextRef {
-    start: u32,
-    len: u32,
-}
-
 /// An indicator to compile into a segment.
 #[derive(Debug)]
 pub(crate) struct Staged {
@@ -63,14 +56,8 @@ pub(crate) struct Staged {
     pub indicator: IndicatorId,
     pub valid_from: Option<Timestamp>,
     pub valid_until: Option<Timestamp>,
-    pub pattern: Source,
-}
-
-/// A pattern as text, or as a syntax tree a slot already held.
-#[derive(Debug)]
-pub(crate) enum Source {
-    Text(Box<str>),
-    Parsed(Arc<Pattern>),
+    /// The pattern, checked by the catalog.
+    pub pattern: Box<str>,
 }
 
 /// What a target points at.
@@ -78,8 +65,18 @@ pub(crate) enum Source {
 struct LeafRef {
     slot: u32,
     leaf: u32,
-    /// The leaf is evaluated after a hit (not decided by the anchor).
-    verify: bool,
+    kind: LeafKind,
+}
+
+/// How a leaf is found and confirmed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LeafKind {
+    /// Its anchors decide it.
+    Exact,
+    /// Its anchors find candidates, evaluated after a hit.
+    Verified,
+    /// No anchor: every object of its types is a candidate.
+    Unanchored,
 }
 
 /// Why a segment could not be built.
@@ -88,8 +85,8 @@ pub(crate) enum BuildError {
     /// A pattern does not parse. The catalog checks every pattern first,
     /// so only a broken invariant gets here.
     Invalid(IndicatorError),
-    /// The segment would exceed a size limit: its leaf count, its pattern
-    /// texts, or an automaton or regex set of one path.
+    /// The segment would exceed a size limit: its leaf count, or an
+    /// automaton or regex set of one path.
     TooLarge(String),
 }
 
@@ -164,9 +161,6 @@ pub(crate) struct Segment {
     /// Slots of older segments that this segment removes.
     pub removed: HashSet<SlotId>,
     pub stats: CompileStats,
-    /// The pattern texts of exact slots, one after the other: one
-    /// allocation instead of one per indicator.
-    texts: String,
 }
 
 /// The leaves of a pattern, left to right (the numbering the binding
@@ -175,17 +169,6 @@ pub(crate) fn leaves(pattern: &Pattern) -> Vec<&ComparisonExpr> {
     let mut out = Vec::new();
     pattern.root.for_each_observation(&mut |c| out.push(c));
     out
-}
-
-/// Bytes of the pattern texts among `entries`.
-fn text_bytes(entries: &[Staged]) -> usize {
-    entries
-        .iter()
-        .map(|e| match &e.pattern {
-            Source::Text(text) => text.len(),
-            Source::Parsed(_) => 0,
-        })
-        .sum()
 }
 
 impl Segment {
@@ -197,8 +180,8 @@ impl Segment {
     ///
     /// [`BuildError::Invalid`] when a pattern does not parse;
     /// [`BuildError::TooLarge`] when the segment would hold more than
-    /// [`MAX_TARGETS`] leaves or more pattern text than a `u32` counts, or
-    /// when an automaton or regex set exceeds its size limit.
+    /// [`MAX_TARGETS`] leaves, or when an automaton or regex set exceeds
+    /// its size limit.
     pub(crate) fn build(
         entries: &[Staged],
         regex_size_limit: usize,
@@ -206,69 +189,44 @@ impl Segment {
         let mut segment = Segment {
             slots: Vec::with_capacity(entries.len()),
             leaves: Vec::with_capacity(entries.len()),
-            texts: String::with_capacity(text_bytes(entries)),
             ..Segment::removing(HashSet::new())
         };
-        let mut field_pos: FastMap<crate::pattern::ObjectPath, usize> = FastMap::default();
+        let mut field_pos: FastMap<ObjectPath, usize> = FastMap::default();
 
         for staged in entries {
-            let (pattern, text) = match &staged.pattern {
-                Source::Text(text) => {
-                    let parsed = parse(text).map_err(|error| {
-                        BuildError::Invalid(IndicatorError::InvalidPattern {
-                            id: staged.indicator.to_arc(),
-                            error,
-                        })
-                    })?;
-                    (Arc::new(parsed), Some(text))
-                }
-                Source::Parsed(pattern) => (Arc::clone(pattern), None),
-            };
+            let pattern = parse(&staged.pattern).map_err(|error| {
+                BuildError::Invalid(IndicatorError::InvalidPattern {
+                    id: staged.indicator.to_arc(),
+                    error,
+                })
+            })?;
             let slot = segment.slots.len() as u32;
             let single = matches!(pattern.root, ObservationExpr::Observation(_));
             let mut all_exact = single;
             for (leaf, comparison) in leaves(&pattern).into_iter().enumerate() {
                 let analysis = leaf_anchors(comparison);
-                let (anchors, exact) = match analysis {
-                    LeafAnchors::Anchored { anchors, exact } => (Some(anchors), exact),
-                    LeafAnchors::Unanchored => (None, false),
+                let (anchors, kind) = match analysis {
+                    LeafAnchors::Anchored {
+                        anchors,
+                        exact: true,
+                    } => (Some(anchors), LeafKind::Exact),
+                    LeafAnchors::Anchored { anchors, .. } => (Some(anchors), LeafKind::Verified),
+                    LeafAnchors::Unanchored => (None, LeafKind::Unanchored),
                 };
-                all_exact &= exact;
-                if segment.leaves.len() >= MAX_TARGETS {
-                    return Err(BuildError::TooLarge(format!(
-                        "the segment's leaf count would exceed the limit of {MAX_TARGETS}"
-                    )));
-                }
-                let target = segment.leaves.len() as Target;
-                segment.leaves.push(LeafRef {
+                all_exact &= kind == LeafKind::Exact;
+                let target = segment.push_leaf(LeafRef {
                     slot,
                     leaf: leaf as u32,
-                    verify: !exact,
-                });
+                    kind,
+                })?;
                 match anchors {
                     Some(anchors) => {
-                        if exact {
-                            segment.stats.exact += 1;
-                        } else {
-                            segment.stats.verified += 1;
-                        }
                         for anchor in anchors {
-                            let pos = *field_pos.entry(anchor.path.clone()).or_insert_with(|| {
-                                let pos = segment.fields.len();
-                                segment.fields.push(FieldIndex::new(anchor.path.clone()));
-                                segment
-                                    .by_type
-                                    .entry(anchor.path.object_type.as_str().into())
-                                    .or_default()
-                                    .fields
-                                    .push(pos as u32);
-                                pos
-                            });
+                            let pos = segment.field_at(&mut field_pos, &anchor.path);
                             segment.fields[pos].add(&anchor.kind, target);
                         }
                     }
                     None => {
-                        segment.stats.unanchored += 1;
                         let mut types = Vec::new();
                         comparison.for_each_test(&mut |t| types.push(t.path.object_type.clone()));
                         types.sort();
@@ -285,16 +243,11 @@ impl Segment {
                 }
             }
             let plan = if !single {
-                segment.stats.stateful += 1;
-                Plan::Stateful(pattern)
+                Plan::Stateful(Arc::new(pattern))
             } else if all_exact {
-                let text = match text {
-                    Some(text) => segment.keep_text(text)?,
-                    None => segment.keep_text(&pattern.to_string())?,
-                };
-                Plan::Exact(text)
+                Plan::Exact
             } else {
-                Plan::Verify(pattern)
+                Plan::Verify(Arc::new(pattern))
             };
             segment.slots.push(Slot {
                 id: staged.id,
@@ -304,12 +257,166 @@ impl Segment {
                 plan,
             });
         }
-        for field in &mut segment.fields {
+        segment.finish(regex_size_limit)?;
+        Ok(segment)
+    }
+
+    /// Joins the indicators of consecutive `parts` into one segment, but
+    /// for those whose slots one of the parts removes. Their index entries
+    /// are copied, not compiled from their patterns again. The removals
+    /// that point at older segments are kept.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::TooLarge`] when the joined segment would exceed a
+    /// size limit (see [`Segment::build`]).
+    pub(crate) fn merge(
+        parts: &[Arc<Segment>],
+        regex_size_limit: usize,
+    ) -> Result<Segment, BuildError> {
+        let own: HashSet<SlotId> = parts
+            .iter()
+            .flat_map(|s| s.slots.iter().map(|slot| slot.id))
+            .collect();
+        let (removed_here, removed_older): (HashSet<SlotId>, HashSet<SlotId>) = parts
+            .iter()
+            .flat_map(|s| s.removed.iter().copied())
+            .partition(|id| own.contains(id));
+        let live = parts
+            .iter()
+            .flat_map(|s| &s.slots)
+            .filter(|slot| !removed_here.contains(&slot.id))
+            .count();
+        let mut merged = Segment {
+            slots: Vec::with_capacity(live),
+            leaves: Vec::with_capacity(parts.iter().map(|s| s.leaves.len()).sum()),
+            ..Segment::removing(removed_older)
+        };
+        let mut field_pos: FastMap<ObjectPath, usize> = FastMap::default();
+        for part in parts {
+            // The numbers of this part's live slots and leaves in `merged`.
+            let slots: Vec<Option<u32>> = part
+                .slots
+                .iter()
+                .map(|slot| {
+                    (!removed_here.contains(&slot.id)).then(|| {
+                        merged.slots.push(slot.clone());
+                        merged.slots.len() as u32 - 1
+                    })
+                })
+                .collect();
+            let mut targets: Vec<Option<Target>> = Vec::with_capacity(part.leaves.len());
+            for leaf in &part.leaves {
+                let target = match slots[leaf.slot as usize] {
+                    Some(slot) => Some(merged.push_leaf(LeafRef { slot, ..*leaf })?),
+                    None => None,
+                };
+                targets.push(target);
+            }
+            let renumber = |t: Target| targets.get(t as usize).copied().flatten();
+            for field in &part.fields {
+                let pos = merged.field_at(&mut field_pos, &field.path);
+                merged.fields[pos].absorb(field, renumber);
+            }
+            for (ty, entry) in &part.by_type {
+                let live: Vec<Target> = entry
+                    .unanchored
+                    .iter()
+                    .filter_map(|&t| renumber(t))
+                    .collect();
+                if !live.is_empty() {
+                    let into = merged.by_type.entry(ty.clone()).or_default();
+                    into.unanchored.extend(live);
+                }
+            }
+        }
+        merged.leaves.shrink_to_fit();
+        merged.drop_empty_fields();
+        merged.finish(regex_size_limit)?;
+        Ok(merged)
+    }
+
+    /// Drops the field indexes left with no anchor (every indicator that
+    /// had one on their path is gone), and object types left with nothing.
+    fn drop_empty_fields(&mut self) {
+        if self.fields.iter().all(|f| !f.is_empty()) {
+            return;
+        }
+        let mut kept = 0;
+        let positions: Vec<Option<u32>> = self
+            .fields
+            .iter()
+            .map(|f| {
+                (!f.is_empty()).then(|| {
+                    kept += 1;
+                    kept - 1
+                })
+            })
+            .collect();
+        self.fields.retain(|f| !f.is_empty());
+        for entry in self.by_type.values_mut() {
+            entry.fields = entry
+                .fields
+                .iter()
+                .filter_map(|&pos| positions[pos as usize])
+                .collect();
+        }
+        self.by_type
+            .retain(|_, e| !e.fields.is_empty() || !e.unanchored.is_empty());
+    }
+
+    /// Adds a leaf and returns its target.
+    fn push_leaf(&mut self, leaf: LeafRef) -> Result<Target, BuildError> {
+        if self.leaves.len() >= MAX_TARGETS {
+            return Err(BuildError::TooLarge(format!(
+                "the segment's leaf count would exceed the limit of {MAX_TARGETS}"
+            )));
+        }
+        self.leaves.push(leaf);
+        Ok(self.leaves.len() as Target - 1)
+    }
+
+    /// The position of the index of `path`, created (and listed under its
+    /// object type) when it is the first anchor on the path. `positions`
+    /// remembers the positions while the segment is built.
+    fn field_at(&mut self, positions: &mut FastMap<ObjectPath, usize>, path: &ObjectPath) -> usize {
+        if let Some(&pos) = positions.get(path) {
+            return pos;
+        }
+        let pos = self.fields.len();
+        self.fields.push(FieldIndex::new(path.clone()));
+        self.by_type
+            .entry(path.object_type.as_str().into())
+            .or_default()
+            .fields
+            .push(pos as u32);
+        positions.insert(path.clone(), pos);
+        pos
+    }
+
+    /// Builds the field indexes once every anchor is in, and counts the
+    /// leaves by kind.
+    fn finish(&mut self, regex_size_limit: usize) -> Result<(), BuildError> {
+        for field in &mut self.fields {
             field
                 .finish(regex_size_limit)
                 .map_err(|e| BuildError::TooLarge(format!("the indexes of {}: {e}", field.path)))?;
         }
-        Ok(segment)
+        let mut stats = CompileStats::default();
+        for leaf in &self.leaves {
+            match leaf.kind {
+                LeafKind::Exact => stats.exact += 1,
+                LeafKind::Verified => stats.verified += 1,
+                LeafKind::Unanchored => stats.unanchored += 1,
+            }
+        }
+        stats.stateful = self
+            .slots
+            .iter()
+            .filter(|slot| matches!(slot.plan, Plan::Stateful(_)))
+            .count();
+        self.stats = stats;
+        Ok(())
     }
 
     /// A segment of no indicator that removes `removed` from older ones.
@@ -321,7 +428,6 @@ impl Segment {
             by_type: FastMap::default(),
             removed,
             stats: CompileStats::default(),
-            texts: String::new(),
         }
     }
 
@@ -365,7 +471,7 @@ impl Segment {
             let leaf = self.leaves[target as usize];
             let slot = &self.slots[leaf.slot as usize];
             let object = &obs.objects[object_no as usize].value;
-            if leaf.verify && !self.verify(slot, leaf.leaf, object, obs) {
+            if leaf.kind != LeafKind::Exact && !self.verify(slot, leaf.leaf, object, obs) {
                 continue;
             }
             last_target = Some(target);
@@ -377,47 +483,9 @@ impl Segment {
         }
     }
 
-    /// Appends `text` to the segment's texts.
-    fn keep_text(&mut self, text: &str) -> Result<TextRef, BuildError> {
-        let start = self.texts.len();
-        if u32::try_from(start + text.len()).is_err() {
-            return Err(BuildError::TooLarge(format!(
-                "the segment's pattern text would exceed the limit of {} bytes",
-                u32::MAX
-            )));
-        }
-        self.texts.push_str(text);
-        Ok(TextRef {
-            start: start as u32,
-            len: text.len() as u32,
-        })
-    }
-
-    /// What a rebuild of `slot`, one of this segment's, compiles it from.
-    pub(crate) fn staged(&self, slot: &Slot) -> Staged {
-        let pattern = match &slot.plan {
-            Plan::Exact(at) => {
-                let range = at.start as usize..(at.start + at.len) as usize;
-                let text = self.texts.get(range);
-                Source::Text(
-                    text.expect("a slot's text lies in its segment's texts")
-                        .into(),
-                )
-            }
-            Plan::Verify(p) | Plan::Stateful(p) => Source::Parsed(Arc::clone(p)),
-        };
-        Staged {
-            id: slot.id,
-            indicator: slot.indicator.clone(),
-            valid_from: slot.valid_from,
-            valid_until: slot.valid_until,
-            pattern,
-        }
-    }
-
     fn verify(&self, slot: &Slot, leaf: u32, object: &Value, obs: &Observation) -> bool {
         let pattern = match &slot.plan {
-            Plan::Exact(_) => return true,
+            Plan::Exact => return true,
             Plan::Verify(p) | Plan::Stateful(p) => p,
         };
         leaves(pattern)

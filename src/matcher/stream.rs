@@ -164,7 +164,7 @@ impl StreamState {
             }
             let indicator = &slot.indicator;
             match &slot.plan {
-                Plan::Exact(_) | Plan::Verify(_) => matches.push(Match {
+                Plan::Exact | Plan::Verify(_) => matches.push(Match {
                     indicator: indicator.clone(),
                     object_key: observation.objects.get(first_object).map(|o| o.key.clone()),
                     observations: vec![Arc::clone(&observation)],
