@@ -90,6 +90,7 @@ impl<K: std::hash::Hash + Eq> FilteredMap<K> {
     fn finish(&mut self) {
         self.map.shrink_to_fit();
         self.many.shrink_to_fit();
+        self.many.iter_mut().for_each(Vec::shrink_to_fit);
         if self.map.len() >= FILTER_MIN_KEYS {
             let mut filter = Prefilter::with_keys(self.map.len());
             for key in self.map.keys() {
@@ -195,8 +196,12 @@ pub(crate) struct FieldIndex {
     /// address's two halves (eight-byte alignment keeps the entries small).
     ip6: Vec<(u8, FilteredMap<[u64; 2]>)>,
     ip_contains: Vec<(IpNet, Target)>,
+    /// Literal runs of `LIKE` and `MATCHES`, kept beside the automaton
+    /// built from them for merges (they are few).
     substrings: Vec<(Box<[u8]>, Target)>,
     automaton: Option<(AhoCorasick, Vec<Vec<Target>>)>,
+    /// Expressions without a literal run (and whether they read binary
+    /// values), kept beside the sets built from them for merges.
     regexes: Vec<(String, bool, Target)>,
     regex_text: Option<(regex::RegexSet, Vec<Target>)>,
     regex_bytes: Option<(regex::bytes::RegexSet, Vec<Target>)>,
@@ -291,8 +296,10 @@ impl FieldIndex {
         }
     }
 
-    /// Builds the automata and sorts the ranges once every anchor is in.
-    /// `regex_size_limit` bounds the compiled size of each regex set.
+    /// Builds the filters, automata and regex sets and sorts the ranges
+    /// once every anchor is in; drops prefix maps left empty and spare
+    /// capacity. `regex_size_limit` bounds the compiled size of each regex
+    /// set.
     ///
     /// # Errors
     ///
@@ -309,8 +316,6 @@ impl FieldIndex {
         for (_, map) in self.ip6.iter_mut() {
             map.finish();
         }
-        // Literals and expressions stay listed beside what is built from
-        // them, for merges (they are few: `LIKE` and `MATCHES` only).
         if !self.substrings.is_empty() {
             let mut grouped: BTreeMap<&[u8], Vec<Target>> = BTreeMap::new();
             for (bytes, target) in &self.substrings {
@@ -348,7 +353,21 @@ impl FieldIndex {
         for v in &mut self.ranges.time {
             v.sort_by_key(|e| e.0);
         }
+        self.shrink();
         Ok(())
+    }
+
+    /// Releases the spare capacity of the lists (a merge grows them by
+    /// pushing).
+    fn shrink(&mut self) {
+        self.ip_contains.shrink_to_fit();
+        self.substrings.shrink_to_fit();
+        self.regexes.shrink_to_fit();
+        self.exists.shrink_to_fit();
+        let ranges = &mut self.ranges;
+        ranges.num.iter_mut().for_each(Vec::shrink_to_fit);
+        ranges.text.iter_mut().for_each(Vec::shrink_to_fit);
+        ranges.time.iter_mut().for_each(Vec::shrink_to_fit);
     }
 
     /// True when the index holds no anchor.
@@ -376,55 +395,62 @@ impl FieldIndex {
         renumber: impl Fn(Target) -> Option<Target>,
     ) {
         debug_assert_eq!(self.path, other.path, "an index absorbs only its own path");
-        let each = |targets: &[Target], add: &mut dyn FnMut(Target)| {
-            targets.iter().filter_map(|&t| renumber(t)).for_each(add);
-        };
         for (key, targets) in other.exact_str.entries() {
-            each(targets, &mut |t| self.exact_str.post(key.clone(), t));
+            for t in targets.iter().filter_map(|&t| renumber(t)) {
+                self.exact_str.post(key.clone(), t);
+            }
         }
         for (key, targets) in other.exact.entries() {
-            each(targets, &mut |t| self.exact.post(key.clone(), t));
+            for t in targets.iter().filter_map(|&t| renumber(t)) {
+                self.wants_time |= matches!(key, ExactKey::Time(_));
+                self.wants_bytes |= matches!(key, ExactKey::Bytes(_));
+                self.exact.post(key.clone(), t);
+            }
         }
-        self.wants_time |= other.wants_time;
-        self.wants_bytes |= other.wants_bytes;
         for (len, map) in &other.ip4 {
             let into = by_prefix(&mut self.ip4, *len);
             for (key, targets) in map.entries() {
-                each(targets, &mut |t| into.post(*key, t));
+                for t in targets.iter().filter_map(|&t| renumber(t)) {
+                    into.post(*key, t);
+                }
             }
         }
         for (len, map) in &other.ip6 {
             let into = by_prefix(&mut self.ip6, *len);
             for (key, targets) in map.entries() {
-                each(targets, &mut |t| into.post(*key, t));
+                for t in targets.iter().filter_map(|&t| renumber(t)) {
+                    into.post(*key, t);
+                }
             }
         }
-        for (net, target) in &other.ip_contains {
-            each(&[*target], &mut |t| self.ip_contains.push((*net, t)));
-        }
-        for (bytes, target) in &other.substrings {
-            each(&[*target], &mut |t| {
-                self.substrings.push((bytes.clone(), t))
-            });
-        }
+        self.ip_contains.extend(
+            other
+                .ip_contains
+                .iter()
+                .filter_map(|e| renumbered(e, &renumber)),
+        );
+        self.substrings.extend(
+            other
+                .substrings
+                .iter()
+                .filter_map(|e| renumbered(e, &renumber)),
+        );
         for (pattern, binary, target) in &other.regexes {
-            each(&[*target], &mut |t| {
-                self.regexes.push((pattern.clone(), *binary, t))
-            });
+            if let Some(t) = renumber(*target) {
+                self.regexes.push((pattern.clone(), *binary, t));
+            }
         }
         for (into, from) in self.ranges.num.iter_mut().zip(&other.ranges.num) {
-            into.extend(from.iter().filter_map(|(k, t)| Some((*k, renumber(*t)?))));
+            into.extend(from.iter().filter_map(|entry| renumbered(entry, &renumber)));
         }
         for (into, from) in self.ranges.text.iter_mut().zip(&other.ranges.text) {
-            into.extend(
-                from.iter()
-                    .filter_map(|(k, t)| Some((k.clone(), renumber(*t)?))),
-            );
+            into.extend(from.iter().filter_map(|entry| renumbered(entry, &renumber)));
         }
         for (into, from) in self.ranges.time.iter_mut().zip(&other.ranges.time) {
-            into.extend(from.iter().filter_map(|(k, t)| Some((*k, renumber(*t)?))));
+            into.extend(from.iter().filter_map(|entry| renumbered(entry, &renumber)));
         }
-        each(&other.exists, &mut |t| self.exists.push(t));
+        self.exists
+            .extend(other.exists.iter().filter_map(|&t| renumber(t)));
     }
 
     /// Appends the targets whose anchors hit on `reached` to `out`.
@@ -590,6 +616,14 @@ impl FieldIndex {
             _ => base64::engine::general_purpose::STANDARD.decode(text).ok(),
         }
     }
+}
+
+/// `entry` with its target renumbered, when `renumber` maps it.
+fn renumbered<K: Clone>(
+    (key, target): &(K, Target),
+    renumber: &impl Fn(Target) -> Option<Target>,
+) -> Option<(K, Target)> {
+    Some((key.clone(), renumber(*target)?))
 }
 
 /// An IPv6 address as its high and low 64 bits.

@@ -261,8 +261,8 @@ impl Segment {
         Ok(segment)
     }
 
-    /// Joins the indicators of consecutive `parts` into one segment, but
-    /// for those whose slots one of the parts removes. Their index entries
+    /// Joins the indicators of consecutive `parts` into one segment,
+    /// except those whose slots one of the parts removes. Their index entries
     /// are copied, not compiled from their patterns again. The removals
     /// that point at older segments are kept.
     ///
@@ -295,16 +295,15 @@ impl Segment {
         let mut field_pos: FastMap<ObjectPath, usize> = FastMap::default();
         for part in parts {
             // The numbers of this part's live slots and leaves in `merged`.
-            let slots: Vec<Option<u32>> = part
-                .slots
-                .iter()
-                .map(|slot| {
-                    (!removed_here.contains(&slot.id)).then(|| {
-                        merged.slots.push(slot.clone());
-                        merged.slots.len() as u32 - 1
-                    })
-                })
-                .collect();
+            let mut slots: Vec<Option<u32>> = Vec::with_capacity(part.slots.len());
+            for slot in &part.slots {
+                if removed_here.contains(&slot.id) {
+                    slots.push(None);
+                } else {
+                    slots.push(Some(merged.slots.len() as u32));
+                    merged.slots.push(slot.clone());
+                }
+            }
             let mut targets: Vec<Option<Target>> = Vec::with_capacity(part.leaves.len());
             for leaf in &part.leaves {
                 let target = match slots[leaf.slot as usize] {
@@ -330,7 +329,6 @@ impl Segment {
                 }
             }
         }
-        merged.leaves.shrink_to_fit();
         merged.drop_empty_fields();
         merged.finish(regex_size_limit)?;
         Ok(merged)
@@ -342,17 +340,17 @@ impl Segment {
         if self.fields.iter().all(|f| !f.is_empty()) {
             return;
         }
+        // The new position of each index that is kept.
+        let mut positions: Vec<Option<u32>> = Vec::with_capacity(self.fields.len());
         let mut kept = 0;
-        let positions: Vec<Option<u32>> = self
-            .fields
-            .iter()
-            .map(|f| {
-                (!f.is_empty()).then(|| {
-                    kept += 1;
-                    kept - 1
-                })
-            })
-            .collect();
+        for field in &self.fields {
+            if field.is_empty() {
+                positions.push(None);
+            } else {
+                positions.push(Some(kept));
+                kept += 1;
+            }
+        }
         self.fields.retain(|f| !f.is_empty());
         for entry in self.by_type.values_mut() {
             entry.fields = entry
@@ -394,9 +392,16 @@ impl Segment {
         pos
     }
 
-    /// Builds the field indexes once every anchor is in, and counts the
-    /// leaves by kind.
+    /// Builds the field indexes once every anchor is in, releases spare
+    /// capacity, and counts the leaves by kind.
     fn finish(&mut self, regex_size_limit: usize) -> Result<(), BuildError> {
+        self.leaves.shrink_to_fit();
+        self.fields.shrink_to_fit();
+        self.by_type.shrink_to_fit();
+        for entry in self.by_type.values_mut() {
+            entry.fields.shrink_to_fit();
+            entry.unanchored.shrink_to_fit();
+        }
         for field in &mut self.fields {
             field
                 .finish(regex_size_limit)
@@ -527,5 +532,146 @@ impl Segment {
         scratch.targets.clear();
         self.fields[pos as usize].lookup(reached, &mut scratch.targets);
         !scratch.targets.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::json;
+
+    use super::*;
+
+    const LIMIT: usize = 64 << 20;
+
+    /// A pattern for each kind of anchor (and a stateful one), with an
+    /// object that satisfies it.
+    fn cases() -> Vec<(&'static str, Value)> {
+        let digest = "ab".repeat(32);
+        vec![
+            (
+                "[domain-name:value = 'a.example']",
+                json!({"type": "domain-name", "value": "a.example"}),
+            ),
+            ("[x-n:count = 100]", json!({"type": "x-n", "count": 100})),
+            ("[x-n:on = true]", json!({"type": "x-n", "on": true})),
+            (
+                "[file:hashes.'SHA-256' = 'abababababababababababababababababababababababababababababababab']",
+                json!({"type": "file", "hashes": {"SHA-256": digest.to_uppercase()}}),
+            ),
+            (
+                "[artifact:payload_bin = h'01ff']",
+                json!({"type": "artifact", "payload_bin": "Af8="}),
+            ),
+            (
+                "[x-t:at = t'2024-05-01T10:00:00Z']",
+                json!({"type": "x-t", "at": "2024-05-01T10:00:00Z"}),
+            ),
+            (
+                "[ipv4-addr:value ISSUBSET '198.51.100.0/24']",
+                json!({"type": "ipv4-addr", "value": "198.51.100.7"}),
+            ),
+            (
+                "[ipv6-addr:value = '2001:db8::1']",
+                json!({"type": "ipv6-addr", "value": "2001:db8::1"}),
+            ),
+            (
+                "[ipv4-addr:value ISSUPERSET '203.0.113.9']",
+                json!({"type": "ipv4-addr", "value": "203.0.113.0/24"}),
+            ),
+            (
+                "[url:value LIKE '%evil%']",
+                json!({"type": "url", "value": "http://evil.example/"}),
+            ),
+            (
+                "[url:value MATCHES '^[a-z]+[0-9]+$']",
+                json!({"type": "url", "value": "abc123"}),
+            ),
+            ("[x-n:count > 1000]", json!({"type": "x-n", "count": 5000})),
+            ("[x-s:name > 'm']", json!({"type": "x-s", "name": "zebra"})),
+            (
+                "[x-t:at > t'2030-01-01T00:00:00Z']",
+                json!({"type": "x-t", "at": "2031-01-01T00:00:00Z"}),
+            ),
+            (
+                "[x-e:name LIKE '%']",
+                json!({"type": "x-e", "name": "anything"}),
+            ),
+            ("[x-u:name != 'a']", json!({"type": "x-u", "name": "b"})),
+            (
+                "[x-v:a = 'x'] FOLLOWEDBY [x-v:b = 'y']",
+                json!({"type": "x-v", "a": "x"}),
+            ),
+        ]
+    }
+
+    fn staged(patterns: &[&str]) -> Vec<Staged> {
+        patterns
+            .iter()
+            .enumerate()
+            .map(|(i, pattern)| Staged {
+                id: i as SlotId,
+                indicator: IndicatorId::new(&format!("indicator--{i}")),
+                valid_from: None,
+                valid_until: None,
+                pattern: (*pattern).into(),
+            })
+            .collect()
+    }
+
+    /// The (indicator, leaf) pairs of `segment` that hold on `object`.
+    fn hits(segment: &Segment, object: &Value) -> BTreeSet<(String, u32)> {
+        let obs = Observation::single(Timestamp::EPOCH, [("0".to_string(), object.clone())]);
+        let mut out = Vec::new();
+        segment.leaf_hits(&obs, &mut Scratch::default(), &mut out);
+        out.iter()
+            .map(|h| (h.slot.indicator.to_string(), h.leaf))
+            .collect()
+    }
+
+    fn paths(segment: &Segment, object_type: &str) -> BTreeSet<String> {
+        segment
+            .indexed_paths(object_type)
+            .map(|(_, path)| path.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_merge_finds_what_a_build_of_the_live_indicators_finds() {
+        let cases = cases();
+        let patterns: Vec<&str> = cases.iter().map(|(p, _)| *p).collect();
+        // A later segment removes every third indicator; each case is
+        // removed under one offset and kept under the two others.
+        for offset in 0..3 {
+            let all = staged(&patterns);
+            let base = Arc::new(Segment::build(&all, LIMIT).expect("the cases compile"));
+            let removed: HashSet<SlotId> = (offset..all.len() as SlotId).step_by(3).collect();
+            let removal = Arc::new(Segment::removing(removed.clone()));
+            let merged = Segment::merge(&[base, removal], LIMIT).expect("the merge compiles");
+            let live: Vec<Staged> = all
+                .into_iter()
+                .filter(|s| !removed.contains(&s.id))
+                .collect();
+            let fresh = Segment::build(&live, LIMIT).expect("the cases compile");
+
+            assert!(merged.removed.is_empty());
+            assert_eq!(merged.slots.len(), live.len());
+            assert_eq!(merged.stats, fresh.stats);
+            for (i, (pattern, object)) in cases.iter().enumerate() {
+                let found = hits(&merged, object);
+                assert_eq!(found, hits(&fresh, object), "{pattern}");
+                let own = (format!("indicator--{i}"), 0);
+                let is_live = !removed.contains(&(i as SlotId));
+                assert_eq!(found.contains(&own), is_live, "{pattern}");
+                let object_type = object["type"].as_str().unwrap_or_default();
+                assert_eq!(paths(&merged, object_type), paths(&fresh, object_type));
+                assert_eq!(
+                    merged.has_unanchored(object_type),
+                    fresh.has_unanchored(object_type),
+                    "{pattern}"
+                );
+            }
+        }
     }
 }
