@@ -188,9 +188,16 @@ mod tests {
             "1.2.3.04",
             "100.200.30.4",
         ] {
-            let std = text.parse::<std::net::Ipv4Addr>().ok();
-            assert_eq!(parse_dotted_quad(text), std, "{text}");
+            assert_parses_like_std(parse_dotted_quad, text);
         }
+    }
+
+    /// Checks that `parse` reads `text` as the standard library does.
+    fn assert_parses_like_std<T>(parse: fn(&str) -> Option<T>, text: &str)
+    where
+        T: std::str::FromStr + PartialEq + std::fmt::Debug,
+    {
+        assert_eq!(parse(text), text.parse::<T>().ok(), "{text}");
     }
 
     #[test]
@@ -220,8 +227,7 @@ mod tests {
             "::ffff:192.0.2.1",
             "2001:db8::1%eth0",
         ] {
-            let std = text.parse::<std::net::Ipv6Addr>().ok();
-            assert_eq!(parse_ipv6(text), std, "{text}");
+            assert_parses_like_std(parse_ipv6, text);
         }
     }
 
