@@ -269,18 +269,22 @@ fn decode_mapped(
             .fields()
             .extract_into(text, &mut fields)
             .map_err(|e| DecodeError::Json(e.to_string()))?;
-        if let Some((snapshot, prefilter)) = screen {
-            if let Screen::Clear(last_observed, label) =
-                prefilter.screen(snapshot, mapping_no, mapping, &fields)?
-            {
-                let label = Arc::clone(label);
-                return Ok(Item::Cleared {
-                    last_observed,
-                    label,
-                });
+        let (kind_no, time) = match screen {
+            Some((snapshot, prefilter)) => {
+                match prefilter.screen(snapshot, mapping_no, mapping, &fields)? {
+                    Screen::Build(kind_no, time) => (kind_no, time),
+                    Screen::Clear(last_observed, label) => {
+                        let label = Arc::clone(label);
+                        return Ok(Item::Cleared {
+                            last_observed,
+                            label,
+                        });
+                    }
+                }
             }
-        }
-        let (observation, kind) = mapping.observe(&fields)?;
+            None => mapping.kind_and_time(&fields)?,
+        };
+        let (observation, kind) = mapping.observe_kind(kind_no, time, &fields)?;
         Ok(Item::Observed(Decoded {
             label: Arc::clone(kind),
             observation,

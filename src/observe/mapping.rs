@@ -355,6 +355,25 @@ impl ObjectRule {
     pub(super) fn applies(&self, fields: &Fields) -> bool {
         self.requires.iter().all(|f| f.get(fields).is_some())
     }
+
+    /// The rule's `value` property (the last one given), which decides
+    /// the type of an `ip` rule's object.
+    pub(super) fn value_property(&self) -> Option<&Property> {
+        let value = self
+            .properties
+            .iter()
+            .rev()
+            .find(|(name, _)| name == "value");
+        value.map(|(_, property)| property)
+    }
+}
+
+/// The STIX object type of an address.
+pub(super) fn ip_object_type(net: &ipnet::IpNet) -> &'static str {
+    match net {
+        ipnet::IpNet::V4(_) => "ipv4-addr",
+        ipnet::IpNet::V6(_) => "ipv6-addr",
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -575,12 +594,7 @@ impl Mapping {
             let value_of =
                 |property: &Property| evaluate_borrowed(property, fields, kind.time_format);
             if rule.object_type == "ip" {
-                let typed = rule
-                    .properties
-                    .iter()
-                    .rev()
-                    .find(|(name, _)| name == "value");
-                let value = typed.and_then(|(_, p)| value_of(p));
+                let value = rule.value_property().and_then(value_of);
                 if value
                     .as_deref()
                     .and_then(Value::as_str)
@@ -616,6 +630,17 @@ impl Mapping {
     /// or no object can be built.
     pub fn observe(&self, fields: &Fields) -> Result<(Observation, &Arc<str>), EventError> {
         let (at, time) = self.kind_and_time(fields)?;
+        self.observe_kind(at, time, fields)
+    }
+
+    /// [`Mapping::observe`] of an event whose kind (by position) and time
+    /// [`Mapping::kind_and_time`] gave.
+    pub(super) fn observe_kind(
+        &self,
+        at: usize,
+        time: Timestamp,
+        fields: &Fields,
+    ) -> Result<(Observation, &Arc<str>), EventError> {
         let kind = &self.kinds[at];
 
         // A kind builds a few dozen objects at most: vectors searched in
@@ -626,7 +651,7 @@ impl Mapping {
         let mut built: Vec<Built<'_>> = Vec::new();
         let mut pending_refs: Vec<(usize, &str, &str, &str)> = Vec::new();
         for (rule_no, rule) in kind.objects.iter().enumerate() {
-            if !rule.requires.iter().all(|f| f.get(fields).is_some()) {
+            if !rule.applies(fields) {
                 continue;
             }
             let mut object = Map::new();
@@ -646,8 +671,7 @@ impl Mapping {
                     .and_then(Value::as_str)
                     .and_then(parse_ip_net)
                 {
-                    Some(ipnet::IpNet::V4(_)) => "ipv4-addr",
-                    Some(ipnet::IpNet::V6(_)) => "ipv6-addr",
+                    Some(net) => ip_object_type(&net),
                     None => continue,
                 },
                 other => other,
@@ -784,12 +808,7 @@ pub(super) fn each_values(
 
 /// The STIX type and normalised value of `text` declared as `declared`.
 fn typed_value<'a>(declared: &'a str, text: &str) -> Option<(&'a str, String)> {
-    let ip = || {
-        parse_ip_net(text.trim()).map(|net| match net {
-            ipnet::IpNet::V4(_) => ("ipv4-addr", net.addr().to_string()),
-            ipnet::IpNet::V6(_) => ("ipv6-addr", net.addr().to_string()),
-        })
-    };
+    let ip = || parse_ip_net(text.trim()).map(|net| (ip_object_type(&net), net.addr().to_string()));
     let domain = || {
         let lowered = text.trim().to_lowercase();
         lowered.strip_suffix('.').unwrap_or(&lowered).to_string()

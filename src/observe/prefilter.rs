@@ -36,7 +36,7 @@ use serde_json::Value;
 
 use super::fields::Fields;
 use super::mapping::{
-    EventError, Kind, Mapping, ObjectRule, Property, each_values, evaluate_borrowed,
+    EventError, Kind, Mapping, ObjectRule, Property, each_values, evaluate_borrowed, ip_object_type,
 };
 use crate::eval::{for_each_reached_in_property, is_ref_key};
 use crate::matcher::{FastMap, IndexRef, Scratch, Snapshot};
@@ -96,8 +96,9 @@ struct Probe {
 
 /// What screening says of one event.
 pub(crate) enum Screen<'m> {
-    /// Some lookup found a leaf: build the observation.
-    Build,
+    /// Some lookup found a leaf: build the observation, of the kind at
+    /// this position and at this time.
+    Build(usize, Timestamp),
     /// No leaf can hold on it: the observation's time and label.
     Clear(Timestamp, &'m Arc<str>),
 }
@@ -143,16 +144,16 @@ impl Prefilter {
         } = self;
         let plan = match plans.get(mapping_no).and_then(|p| p.get(kind_no)) {
             Some(plan) if !plan.build_all => plan,
-            _ => return Ok(Screen::Build),
+            _ => return Ok(Screen::Build(kind_no, time)),
         };
         if plan.finds(snapshot, kind, fields, scratch)
             || list_objects_may_hit(snapshot, list_objects, kind, fields, scratch)
         {
-            return Ok(Screen::Build);
+            return Ok(Screen::Build(kind_no, time));
         }
         if !Mapping::builds_an_object(kind, fields) {
             // Let `observe` say why, in its words.
-            return Ok(Screen::Build);
+            return Ok(Screen::Build(kind_no, time));
         }
         Ok(Screen::Clear(time, &kind.label))
     }
@@ -230,18 +231,9 @@ fn typed_value<'f>(
     let address = if name == "value" {
         parse_ip_net(value.as_str()?)
     } else {
-        let (_, p) = rule
-            .properties
-            .iter()
-            .rev()
-            .find(|(name, _)| name == "value")?;
-        parse_ip_net(evaluated(p)?.as_str()?)
+        parse_ip_net(evaluated(rule.value_property()?)?.as_str()?)
     };
-    let object_type = match address? {
-        ipnet::IpNet::V4(_) => "ipv4-addr",
-        ipnet::IpNet::V6(_) => "ipv6-addr",
-    };
-    Some((value, Some(object_type)))
+    Some((value, Some(ip_object_type(&address?))))
 }
 
 /// True when an object of a list rule (`kind.each`) could be a candidate.

@@ -372,7 +372,8 @@ impl Aggregator {
     /// the next version of the open aggregate.
     pub fn sighting(&mut self, m: &Match, observable: &str, sensor: &SensorIdentity) -> Value {
         let seen = Seen::of(m);
-        let key = (m.indicator.to_string(), observable.to_string());
+        let indicator = m.indicator.to_string();
+        let key = (indicator.clone(), observable.to_string());
 
         let expired = self
             .open
@@ -383,7 +384,7 @@ impl Aggregator {
         }
         if !self.open.contains_key(&key) {
             self.make_room(seen.last);
-            let name = format!("sighting\n{}\n{observable}\n{}", m.indicator, seen.first);
+            let name = format!("sighting\n{indicator}\n{observable}\n{}", seen.first);
             self.open.insert(
                 key.clone(),
                 Aggregate {
@@ -420,13 +421,7 @@ impl Aggregator {
             refs: aggregate.refs.clone(),
         };
         let versions = (aggregate.created, aggregate.modified);
-        sighting_object(
-            &aggregate.id,
-            versions,
-            &m.indicator.to_string(),
-            &total,
-            sensor,
-        )
+        sighting_object(&aggregate.id, versions, &indicator, &total, sensor)
     }
 
     /// Closes aggregates whose window has passed at `now`, then the oldest
