@@ -9,6 +9,7 @@
 
 use ipnet::IpNet;
 
+use crate::eval::is_ref_key;
 use crate::pattern::validate::{hash_algorithm, is_binary_path};
 use crate::pattern::{Comparison, ComparisonExpr, Literal, ObjectPath, PathStep, PropTest};
 use crate::stix::net::parse_ip_net;
@@ -137,7 +138,7 @@ fn is_exact(expr: &ComparisonExpr) -> bool {
         .path
         .steps
         .iter()
-        .any(|s| matches!(s, PathStep::Key(k) if k.ends_with("_ref") || k.ends_with("_refs")));
+        .any(|s| matches!(s, PathStep::Key(k) if is_ref_key(k)));
     !test.negated && matches!(test.op, Comparison::Eq(_) | Comparison::In(_)) && !crosses_ref
 }
 
@@ -208,7 +209,7 @@ fn may_be_ip_value(path: &ObjectPath) -> bool {
             k == "value" && matches!(path.object_type.as_str(), "ipv4-addr" | "ipv6-addr")
         }
         [.., PathStep::Key(r), PathStep::Key(k)] | [.., PathStep::Key(r), _, PathStep::Key(k)] => {
-            k == "value" && (r.ends_with("_ref") || r.ends_with("_refs"))
+            k == "value" && is_ref_key(r)
         }
         _ => false,
     }

@@ -259,16 +259,15 @@ impl Catalog {
             let result = match update {
                 Update::Upsert(record) => {
                     let id = IndicatorId::new(&record.id);
-                    let existed = self.entries.get(&id).is_some_and(|e| e.live().is_some());
                     match self.stage(id, record) {
                         Ok(Some((staged, old))) => {
+                            let change = match old {
+                                Some(_) => Change::Replaced,
+                                None => Change::Added,
+                            };
                             removed.extend(old);
                             added.push((at, staged));
-                            Ok(if existed {
-                                Change::Replaced
-                            } else {
-                                Change::Added
-                            })
+                            Ok(change)
                         }
                         Ok(None) => Ok(Change::Ignored),
                         Err((error, old)) => {

@@ -54,25 +54,12 @@ impl IndicatorId {
 
 /// The 16 bytes of `indicator--` followed by a canonical lower-case UUID.
 fn uuid_bytes(text: &str) -> Option<[u8; 16]> {
-    let uuid = text.strip_prefix(PREFIX)?.as_bytes();
-    if uuid.len() != 36 {
-        return None;
-    }
-    let mut bytes = [0u8; 16];
-    let mut digits = uuid
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !matches!(i, 8 | 13 | 18 | 23));
-    for byte in &mut bytes {
-        let mut next = || match digits.next() {
-            Some((_, c @ b'0'..=b'9')) => Some(c - b'0'),
-            Some((_, c @ b'a'..=b'f')) => Some(c - b'a' + 10),
-            _ => None,
-        };
-        *byte = (next()? << 4) | next()?;
-    }
-    let hyphens = [8, 13, 18, 23].iter().all(|&i| uuid[i] == b'-');
-    hyphens.then_some(bytes)
+    let text = text.strip_prefix(PREFIX)?;
+    let uuid = uuid::Uuid::try_parse(text).ok()?;
+    // Only the canonical form reads back as given: hyphens, lower case.
+    let mut buffer = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let canonical = uuid.hyphenated().encode_lower(&mut buffer);
+    (canonical == text).then(|| uuid.into_bytes())
 }
 
 impl fmt::Display for IndicatorId {
@@ -80,14 +67,10 @@ impl fmt::Display for IndicatorId {
         match &self.0 {
             Repr::Text(text) => f.write_str(text),
             Repr::Uuid(bytes) => {
+                let mut buffer = [0u8; uuid::fmt::Hyphenated::LENGTH];
+                let uuid = uuid::Uuid::from_bytes(*bytes).hyphenated();
                 f.write_str(PREFIX)?;
-                for (i, byte) in bytes.iter().enumerate() {
-                    if matches!(i, 4 | 6 | 8 | 10) {
-                        f.write_str("-")?;
-                    }
-                    write!(f, "{byte:02x}")?;
-                }
-                Ok(())
+                f.write_str(uuid.encode_lower(&mut buffer))
             }
         }
     }
