@@ -100,6 +100,27 @@ impl<K: std::hash::Hash + Eq> FilteredMap<K> {
         }
     }
 
+    /// Posts every key of `other` under the targets `renumber` maps its
+    /// targets to, calling `posted` with each key posted at least once.
+    fn absorb(
+        &mut self,
+        other: &FilteredMap<K>,
+        renumber: &impl Fn(Target) -> Option<Target>,
+        mut posted: impl FnMut(&K),
+    ) where
+        K: Clone,
+    {
+        for (key, targets) in other.entries() {
+            let mut live = targets.iter().filter_map(|&t| renumber(t)).peekable();
+            if live.peek().is_some() {
+                posted(key);
+            }
+            for t in live {
+                self.post(key.clone(), t);
+            }
+        }
+    }
+
     /// Every key with its targets.
     fn entries(&self) -> impl Iterator<Item = (&K, &[Target])> {
         self.map.iter().map(|(key, posting)| {
@@ -395,62 +416,33 @@ impl FieldIndex {
         renumber: impl Fn(Target) -> Option<Target>,
     ) {
         debug_assert_eq!(self.path, other.path, "an index absorbs only its own path");
-        for (key, targets) in other.exact_str.entries() {
-            for t in targets.iter().filter_map(|&t| renumber(t)) {
-                self.exact_str.post(key.clone(), t);
-            }
-        }
-        for (key, targets) in other.exact.entries() {
-            for t in targets.iter().filter_map(|&t| renumber(t)) {
-                self.wants_time |= matches!(key, ExactKey::Time(_));
-                self.wants_bytes |= matches!(key, ExactKey::Bytes(_));
-                self.exact.post(key.clone(), t);
-            }
-        }
+        self.exact_str.absorb(&other.exact_str, &renumber, |_| {});
+        let (wants_time, wants_bytes) = (&mut self.wants_time, &mut self.wants_bytes);
+        self.exact.absorb(&other.exact, &renumber, |key| {
+            *wants_time |= matches!(key, ExactKey::Time(_));
+            *wants_bytes |= matches!(key, ExactKey::Bytes(_));
+        });
         for (len, map) in &other.ip4 {
-            let into = by_prefix(&mut self.ip4, *len);
-            for (key, targets) in map.entries() {
-                for t in targets.iter().filter_map(|&t| renumber(t)) {
-                    into.post(*key, t);
-                }
-            }
+            by_prefix(&mut self.ip4, *len).absorb(map, &renumber, |_| {});
         }
         for (len, map) in &other.ip6 {
-            let into = by_prefix(&mut self.ip6, *len);
-            for (key, targets) in map.entries() {
-                for t in targets.iter().filter_map(|&t| renumber(t)) {
-                    into.post(*key, t);
-                }
-            }
+            by_prefix(&mut self.ip6, *len).absorb(map, &renumber, |_| {});
         }
-        self.ip_contains.extend(
-            other
-                .ip_contains
-                .iter()
-                .filter_map(|e| renumbered(e, &renumber)),
-        );
-        self.substrings.extend(
-            other
-                .substrings
-                .iter()
-                .filter_map(|e| renumbered(e, &renumber)),
-        );
+        absorb_list(&mut self.ip_contains, &other.ip_contains, &renumber);
+        absorb_list(&mut self.substrings, &other.substrings, &renumber);
         for (pattern, binary, target) in &other.regexes {
             if let Some(t) = renumber(*target) {
                 self.regexes.push((pattern.clone(), *binary, t));
             }
         }
-        for (into, from) in self.ranges.num.iter_mut().zip(&other.ranges.num) {
-            into.extend(from.iter().filter_map(|entry| renumbered(entry, &renumber)));
-        }
-        for (into, from) in self.ranges.text.iter_mut().zip(&other.ranges.text) {
-            into.extend(from.iter().filter_map(|entry| renumbered(entry, &renumber)));
-        }
-        for (into, from) in self.ranges.time.iter_mut().zip(&other.ranges.time) {
-            into.extend(from.iter().filter_map(|entry| renumbered(entry, &renumber)));
-        }
-        self.exists
-            .extend(other.exists.iter().filter_map(|&t| renumber(t)));
+        let ranges = self.ranges.num.iter_mut().zip(&other.ranges.num);
+        ranges.for_each(|(into, from)| absorb_list(into, from, &renumber));
+        let ranges = self.ranges.text.iter_mut().zip(&other.ranges.text);
+        ranges.for_each(|(into, from)| absorb_list(into, from, &renumber));
+        let ranges = self.ranges.time.iter_mut().zip(&other.ranges.time);
+        ranges.for_each(|(into, from)| absorb_list(into, from, &renumber));
+        let exists = other.exists.iter().filter_map(|&t| renumber(t));
+        self.exists.extend(exists);
     }
 
     /// Appends the targets whose anchors hit on `reached` to `out`.
@@ -618,12 +610,17 @@ impl FieldIndex {
     }
 }
 
-/// `entry` with its target renumbered, when `renumber` maps it.
-fn renumbered<K: Clone>(
-    (key, target): &(K, Target),
+/// Appends the entries of `from` whose targets `renumber` maps, under
+/// the targets they map to.
+fn absorb_list<K: Clone>(
+    into: &mut Vec<(K, Target)>,
+    from: &[(K, Target)],
     renumber: &impl Fn(Target) -> Option<Target>,
-) -> Option<(K, Target)> {
-    Some((key.clone(), renumber(*target)?))
+) {
+    into.extend(
+        from.iter()
+            .filter_map(|(key, target)| Some((key.clone(), renumber(*target)?))),
+    );
 }
 
 /// An IPv6 address as its high and low 64 bits.
