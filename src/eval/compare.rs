@@ -159,21 +159,13 @@ fn walk<'a>(
             // A key after a `_ref`/`_refs` value reads the referenced object
             // of the same observation (§9.7.4).
             let here = if follows_ref {
-                let target = here
-                    .value
-                    .as_str()
-                    .zip(obs)
-                    .and_then(|(id, o)| o.object(id));
+                let target = here.value.as_str().zip(obs).and_then(|(id, o)| o.entry(id));
                 let Some(target) = target else {
                     return;
                 };
-                let owner = target
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
                 Step {
-                    value: target,
-                    owner,
+                    value: &target.value,
+                    owner: &target.object_type,
                     is_object: true,
                     is_value_property: false,
                 }

@@ -149,11 +149,16 @@ impl Observation {
 
     /// The object reached by reference `key`.
     pub fn object(&self, key: &str) -> Option<&Value> {
+        self.entry(key).map(|o| &o.value)
+    }
+
+    /// The object reached by reference `key`, with its key and type.
+    pub fn entry(&self, key: &str) -> Option<&ObservedObject> {
         let i = self
             .objects
             .binary_search_by(|o| o.key.as_str().cmp(key))
             .ok()?;
-        Some(&self.objects[i].value)
+        self.objects.get(i)
     }
 
     /// Reads an observed-data object. `bundle` resolves STIX 2.1
